@@ -1,0 +1,37 @@
+# wgserve: the two commands a fresh machine needs are `make serve` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# Mesa warns without a private runtime dir; give it one.
+export XDG_RUNTIME_DIR ?= /tmp/wgserve-xdg-$(shell id -u)
+
+CHAT ?= What is the capital of France? Answer in one sentence.
+
+.PHONY: setup serve build test bench fmt lint xdg
+
+xdg:
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+
+setup: xdg
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --release
+
+# Until the HTTP server lands, `serve` streams one chat answer to the terminal.
+serve: build
+	./target/release/wgserve generate --chat "$(CHAT)"
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+bench: setup
+	$(CARGO) bench

@@ -1,0 +1,6 @@
+//! One Rust wrapper per WGSL kernel: it compiles the shader with its override
+//! constants once (`new`), and records dispatches into an open compute pass
+//! (`encode`). Each wrapper has a test that runs it on the Vulkan device
+//! against a plain Rust reference on seeded random inputs.
+
+pub mod fill;

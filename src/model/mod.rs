@@ -1,0 +1,3 @@
+//! Models: an architecture's description read from GGUF metadata, its weights
+//! on the device, the paged KV cache, and the forward pass for a batch, built
+//! from the kernels in `crate::gpu`.

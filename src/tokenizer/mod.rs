@@ -1,0 +1,3 @@
+//! Text to token ids and back: a HuggingFace `tokenizers::Tokenizer` built
+//! from a GGUF's embedded vocabulary (or a `tokenizer.json`), and the model's
+//! Jinja chat template rendered with minijinja.
