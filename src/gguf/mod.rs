@@ -3,6 +3,11 @@
 //! the plain Rust definitions of GGML's quantized block types with a reference
 //! dequantizer for each. It knows nothing of GPUs or of any model architecture.
 
+pub mod error;
 pub mod ggml_type;
+pub mod metadata;
+pub mod quant;
+pub mod reader;
+pub mod writer;
 
 pub use ggml_type::GgmlType;

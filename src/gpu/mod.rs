@@ -8,6 +8,7 @@
 pub mod context;
 pub mod kernels;
 pub mod shader_source;
+pub mod weights;
 #[cfg(test)]
 pub mod testing;
 

@@ -1,3 +1,6 @@
 //! Text to token ids and back: a HuggingFace `tokenizers::Tokenizer` built
 //! from a GGUF's embedded vocabulary (or a `tokenizer.json`), and the model's
 //! Jinja chat template rendered with minijinja.
+
+pub mod chat_template;
+pub mod vocab;

@@ -4,3 +4,12 @@
 //! against a plain Rust reference on seeded random inputs.
 
 pub mod fill;
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod embedding;
+pub mod kv_write;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
