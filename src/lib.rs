@@ -9,5 +9,7 @@ pub mod actors;
 pub mod api;
 pub mod gguf;
 pub mod gpu;
+pub mod kv;
 pub mod model;
+pub mod scheduler;
 pub mod tokenizer;

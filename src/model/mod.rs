@@ -1,3 +1,5 @@
 //! Models: an architecture's description read from GGUF metadata, its weights
 //! on the device, the paged KV cache, and the forward pass for a batch, built
-//! from the kernels in `crate::gpu`.
+//! from the kernels in `crate::gpu`; and token sampling from logits.
+
+pub mod sampling;
