@@ -109,7 +109,8 @@ impl GgmlType {
 
     /// Bytes taken by `n` values (`n` must be a multiple of the block size).
     pub fn bytes_for(self, n: usize) -> Option<usize> {
-        (n % self.block_elems() == 0).then(|| n / self.block_elems() * self.block_bytes())
+        n.is_multiple_of(self.block_elems())
+            .then(|| n / self.block_elems() * self.block_bytes())
     }
 
     pub fn is_quantized(self) -> bool {

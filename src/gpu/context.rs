@@ -197,7 +197,7 @@ impl GpuContext {
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
-            max_storage_binding: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

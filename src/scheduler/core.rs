@@ -362,7 +362,8 @@ impl Scheduler {
             }
             let seq = &mut self.running[i];
             for _ in 0..short {
-                seq.blocks.push(self.pool.allocate().expect("checked free blocks"));
+                seq.blocks
+                    .push(self.pool.allocate().expect("checked free blocks"));
             }
             budget -= n;
             plan.push((seq.id, n));
@@ -389,7 +390,8 @@ impl Scheduler {
                 break;
             }
             for _ in 0..short {
-                seq.blocks.push(self.pool.allocate().expect("checked free blocks"));
+                seq.blocks
+                    .push(self.pool.allocate().expect("checked free blocks"));
             }
             if seq.cached_tokens.is_none() {
                 seq.cached_tokens = Some(seq.num_computed);

@@ -82,11 +82,10 @@ fn req(prompt: Vec<u32>, max_tokens: usize) -> SeqRequest {
 }
 
 /// Runs until idle; returns each sequence's output and usage.
-fn drain(
-    s: &mut Scheduler,
-    m: &mut MockModel,
-) -> HashMap<SeqId, (Vec<u32>, Option<(FinishReason, Usage)>)> {
-    let mut out: HashMap<SeqId, (Vec<u32>, Option<(FinishReason, Usage)>)> = HashMap::new();
+type Outputs = HashMap<SeqId, (Vec<u32>, Option<(FinishReason, Usage)>)>;
+
+fn drain(s: &mut Scheduler, m: &mut MockModel) -> Outputs {
+    let mut out = Outputs::new();
     while let Some(batch) = s.schedule() {
         let o = m.run(&batch);
         for e in s.update(o) {
@@ -103,7 +102,9 @@ fn drain(
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| (i * 7 + seed * 13) % 97 + 3).collect()
+    (0..len as u32)
+        .map(|i| (i * 7 + seed * 13) % 97 + 3)
+        .collect()
 }
 
 #[test]
@@ -125,11 +126,15 @@ fn concurrent_sequences_match_alone_and_batch_together() {
     let mut s = Scheduler::new(SchedulerConfig::default(), BlockPool::new(256, 4));
     let mut m = MockModel::new(4);
     for i in 0..8u64 {
-        s.add(i, req(prompt(i as u32, 5 + i as usize * 3), 12)).unwrap();
+        s.add(i, req(prompt(i as u32, 5 + i as usize * 3), 12))
+            .unwrap();
     }
     let out = drain(&mut s, &mut m);
     for i in 0..8u64 {
-        assert_eq!(out[&i].0, expected(&prompt(i as u32, 5 + i as usize * 3), 12));
+        assert_eq!(
+            out[&i].0,
+            expected(&prompt(i as u32, 5 + i as usize * 3), 12)
+        );
     }
     assert_eq!(m.max_batch, 8, "all eight ran in one step");
 }
@@ -151,7 +156,10 @@ fn tiny_pool_preempts_by_recompute_and_outputs_stay_right() {
         assert_eq!(out[&i].0, expected(&prompt(i as u32, 7), 16), "seq {i}");
         assert_eq!(out[&i].1.unwrap().0, FinishReason::Length);
     }
-    assert!(s.stats().preemptions > 0, "the pool was too small not to preempt");
+    assert!(
+        s.stats().preemptions > 0,
+        "the pool was too small not to preempt"
+    );
     assert_eq!(s.pool().num_used(), 0);
 }
 
@@ -172,7 +180,11 @@ fn long_prompt_is_prefilled_in_chunks_within_the_budget() {
     assert!(s.update(o).is_empty());
     let out = drain(&mut s, &mut m);
     assert_eq!(out[&1].0, expected(&p, 3));
-    assert_eq!(m.steps, 4 + 2, "30 prompt tokens in 4 chunks, then 2 decodes");
+    assert_eq!(
+        m.steps,
+        4 + 2,
+        "30 prompt tokens in 4 chunks, then 2 decodes"
+    );
 }
 
 #[test]
@@ -188,7 +200,11 @@ fn shared_prefix_is_served_from_the_cache() {
     s.add(2, req(a.clone(), 4)).unwrap();
     let second = drain(&mut s, &mut m);
     assert_eq!(second[&2].0, expected(&a, 4));
-    assert_eq!(second[&2].1.unwrap().1.cached_tokens, 16, "four full blocks reused");
+    assert_eq!(
+        second[&2].1.unwrap().1.cached_tokens,
+        16,
+        "four full blocks reused"
+    );
     assert!(s.pool().stats().cache_hits >= 4);
 }
 
@@ -251,7 +267,10 @@ fn too_long_prompts_are_rejected_not_cut() {
     };
     let mut s = Scheduler::new(cfg, BlockPool::new(64, 4));
     let err = s.add(1, req(prompt(1, 30), 5)).unwrap_err();
-    assert!(matches!(err, ScheduleError::TooLong { prompt: 30, .. }), "{err}");
+    assert!(
+        matches!(err, ScheduleError::TooLong { prompt: 30, .. }),
+        "{err}"
+    );
     assert!(s.add(2, req(vec![], 5)).is_err());
     assert!(s.add(3, req(prompt(1, 20), 5)).is_ok());
 }
