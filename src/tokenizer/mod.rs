@@ -4,3 +4,8 @@
 
 pub mod chat_template;
 pub mod vocab;
+
+pub use chat_template::{ChatMessage, ChatTemplate, TemplateError, CHATML_TEMPLATE};
+pub use vocab::{
+    GgufVocab, IncrementalDecoder, TokenType, Tokenizer, TokenizerError, SUPPORTED_PRE_TOKENIZERS,
+};
