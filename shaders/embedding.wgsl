@@ -1,0 +1,66 @@
+// Embedding gather: out[m] = W[ids[m]] dequantized to f32, for the rows of
+// one weight chunk (ids outside the chunk are left for the dispatch of the
+// chunk that holds them). One invocation per unit (32 or 64 values) of an
+// output row. The section between the `dequant:` markers is this file's F32
+// version; the Rust side swaps in shaders/dequant_<type>.wgsl for other
+// types.
+
+override WG: u32 = 64u;
+
+struct Params {
+    // Token rows (ids) to gather.
+    m: u32,
+    // Row length in vec4s (out's row stride).
+    k4: u32,
+    // Units per weight row.
+    upr: u32,
+    // First weight row of this chunk.
+    row0: u32,
+    // Weight rows in this chunk.
+    rows: u32,
+    // Nonzero on the last chunk: ids past the end of the table write zeros.
+    zero_above: u32,
+    // Workgroups along y: a batch too long for one dimension wraps into z.
+    groups_y: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> ids: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+
+// ---- dequant: begin
+// F32: a unit is 32 values, eight vec4 of raw f32 bits.
+@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
+
+const UNIT_V4: u32 = 8u;
+
+fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
+    var w: array<vec4<f32>, UNIT_V4>;
+    for (var i = 0u; i < UNIT_V4; i++) {
+        w[i] = bitcast<vec4<f32>>(wq[u * UNIT_V4 + i]);
+    }
+    return w;
+}
+// ---- dequant: end
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let j = gid.x;
+    let mi = wid.y + wid.z * params.groups_y;
+    if (j >= params.upr || mi >= params.m) {
+        return;
+    }
+    let id = ids[mi];
+    let o = mi * params.k4 + j * UNIT_V4;
+    if (id >= params.row0 && id - params.row0 < params.rows) {
+        let w = dequant_unit((id - params.row0) * params.upr + j);
+        for (var i = 0u; i < UNIT_V4; i++) {
+            out[o + i] = w[i];
+        }
+    } else if (params.zero_above != 0u && id >= params.row0 + params.rows) {
+        for (var i = 0u; i < UNIT_V4; i++) {
+            out[o + i] = vec4<f32>(0.0);
+        }
+    }
+}
