@@ -1,1 +1,34 @@
-//! The HTTP and WebSocket surface (OpenAI-compatible). (Filled in by the HTTP issue.)
+//! The HTTP and WebSocket surface, OpenAI-compatible, over the
+//! [`Backend`](crate::backend::Backend) trait and nothing else of the
+//! runtime: `POST /v1/chat/completions` and `POST /v1/completions` (whole or
+//! as Server-Sent Events), `GET /v1/models`, `GET /health`, `GET /metrics`,
+//! `POST /tokenize`, `POST /detokenize`, `GET /v1/ws`, and the chat page at
+//! `/`. Validation, OpenAI's JSON shapes, streaming, auth and CORS live
+//! here; tokenizing, scheduling and generating do not.
+//!
+//! Entry points: [`run_server`] (bind and serve), [`bind`] (bind, get the
+//! address, serve later), [`app`] (the actix `App`, e.g. for tests) and
+//! [`configure`] (routes only).
+
+// The config is the whole server's (the actors read it too) and lives at
+// src/config.rs; until lib.rs declares `pub mod config;` it is compiled here.
+// Then this line becomes `pub use crate::config;`.
+#[path = "../config.rs"]
+pub mod config;
+
+pub mod completions;
+pub mod encode;
+pub mod error;
+pub mod generation;
+pub mod middleware;
+pub mod misc;
+pub mod params;
+pub mod server;
+pub mod sse;
+pub mod static_files;
+pub mod types;
+pub mod ws;
+
+pub use config::{ConfigError, ServeArgs, ServerConfig};
+pub use error::ApiError;
+pub use server::{app, bind, configure, run_server, ApiState};

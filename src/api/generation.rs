@@ -1,0 +1,124 @@
+//! One API request's backend side: submits each choice (`n` per prompt) to
+//! the [`Backend`], merges their event streams in arrival order, and cancels
+//! every unfinished choice when dropped. Handlers, SSE bodies and WebSocket
+//! tasks own a [`Generation`]; dropping it (client gone, stream error,
+//! cancel message) both drops the receivers, which the runtime sees within a
+//! step, and calls [`Backend::cancel`] so nothing depends on polling.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{SelectAll, Stream, StreamExt};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::error::ApiError;
+use super::params::CompletionJob;
+use crate::backend::{Backend, BackendError, Event, RequestId};
+
+type ChoiceEvents = Pin<Box<dyn Stream<Item = (usize, Event)> + Send>>;
+
+/// The running choices of one request.
+pub struct Generation {
+    backend: Arc<dyn Backend>,
+    /// Backend id of each submitted choice, by choice index.
+    ids: Vec<RequestId>,
+    /// Whether each choice has sent its last event (`Finished` or `Error`).
+    done: Vec<bool>,
+    events: SelectAll<ChoiceEvents>,
+}
+
+impl Generation {
+    /// Submits every choice of `job`, in order. A refusal (full queue, bad
+    /// prompt...) cancels the choices already accepted and comes back as the
+    /// request's error, before any response is started.
+    pub async fn start(backend: Arc<dyn Backend>, job: &CompletionJob) -> Result<Self, ApiError> {
+        let mut generation = Generation {
+            backend: backend.clone(),
+            ids: Vec::with_capacity(job.num_choices()),
+            done: Vec::with_capacity(job.num_choices()),
+            events: SelectAll::new(),
+        };
+        for index in 0..job.num_choices() {
+            // On error `generation` drops here, cancelling earlier choices.
+            let (id, rx) = backend.submit(job.choice_request(index)).await?;
+            generation.ids.push(id);
+            generation.done.push(false);
+            generation.events.push(Box::pin(
+                UnboundedReceiverStream::new(rx).map(move |e| (index, e)),
+            ));
+        }
+        Ok(generation)
+    }
+
+    pub fn num_choices(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The next event of any choice, or `None` once every choice is done.
+    /// Cancel-safe (usable in `select!`).
+    pub async fn next(&mut self) -> Option<(usize, Event)> {
+        match self.events.next().await {
+            Some((index, event)) => {
+                if matches!(event, Event::Finished { .. } | Event::Error(_)) {
+                    self.done[index] = true;
+                }
+                Some((index, event))
+            }
+            None => {
+                // A stream that closed without its last event: the runtime
+                // dropped the request. Report it rather than end quietly.
+                let index = self.done.iter().position(|d| !d)?;
+                self.done[index] = true;
+                Some((
+                    index,
+                    Event::Error(BackendError::Engine(
+                        "the runtime closed the request's stream before it finished".into(),
+                    )),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        let pending: Vec<RequestId> = self
+            .ids
+            .iter()
+            .zip(&self.done)
+            .filter(|(_, done)| !**done)
+            .map(|(id, _)| *id)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        // The receivers drop with `self` right after this; the explicit
+        // cancel is for runtimes that only look between steps.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let backend = self.backend.clone();
+            handle.spawn(async move {
+                for id in pending {
+                    backend.cancel(id).await;
+                }
+            });
+        }
+    }
+}
+
+/// Text of single token ids, for logprobs, asked of the backend once per id.
+#[derive(Debug, Default)]
+pub struct TokenTexts {
+    cache: HashMap<u32, String>,
+}
+
+impl TokenTexts {
+    pub async fn get(&mut self, backend: &dyn Backend, id: u32) -> Result<String, ApiError> {
+        if let Some(text) = self.cache.get(&id) {
+            return Ok(text.clone());
+        }
+        let text = backend.detokenize(vec![id]).await?;
+        self.cache.insert(id, text.clone());
+        Ok(text)
+    }
+}

@@ -1,0 +1,130 @@
+//! Assembles the actix-web app (routes, middleware, OpenAI-shaped 404/405)
+//! over a [`Backend`], and runs the HTTP server. The only state shared by
+//! handlers is [`ApiState`]: the backend handle and the read-only config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{middleware, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+
+use super::config::ServerConfig;
+use super::error::ApiError;
+use super::{completions, misc, static_files, ws};
+use crate::backend::Backend;
+
+/// What every handler gets: the runtime and the settings.
+#[derive(Clone)]
+pub struct ApiState {
+    pub backend: Arc<dyn Backend>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl ApiState {
+    pub fn new(config: ServerConfig, backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.config.keepalive_secs.max(1))
+    }
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::not_found(req.path()).error_response()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response()
+}
+
+/// Registers every route (without middleware or app data): for mounting
+/// the API into another app that provides `web::Data<ApiState>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // One resource per path, answering other methods with a JSON 405.
+    let resource = |path: &str, route: actix_web::Route| {
+        web::resource(path.to_string())
+            .route(route)
+            .default_service(web::to(method_not_allowed))
+    };
+    cfg.service(resource(
+        "/v1/chat/completions",
+        web::post().to(completions::chat_completions),
+    ))
+    .service(resource(
+        "/v1/completions",
+        web::post().to(completions::completions),
+    ))
+    .service(resource("/tokenize", web::post().to(misc::tokenize)))
+    .service(resource("/detokenize", web::post().to(misc::detokenize)))
+    .service(resource("/v1/models", web::get().to(misc::models)))
+    .service(resource("/health", web::get().to(misc::health)))
+    .service(resource("/metrics", web::get().to(misc::metrics)))
+    .service(resource("/v1/ws", web::get().to(ws::websocket)))
+    // Only the page's files are gzipped: compressing an SSE body would
+    // hold its events back in the encoder.
+    .service(
+        resource("/", web::get().to(static_files::index)).wrap(middleware::Compress::default()),
+    )
+    .service(
+        resource("/{name}", web::get().to(static_files::file))
+            .wrap(middleware::Compress::default()),
+    );
+}
+
+/// The whole app: routes, state, auth, CORS, request logs, JSON 404s.
+pub fn app(
+    state: ApiState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(configure)
+        .default_service(web::to(not_found))
+        // The last `wrap` runs first: log, then CORS (so preflights skip
+        // auth and 401s carry CORS headers), then auth.
+        .wrap(middleware::from_fn(super::middleware::auth))
+        .wrap(middleware::from_fn(super::middleware::cors))
+        .wrap(middleware::from_fn(super::middleware::log_requests))
+}
+
+/// Binds `config.host:config.port` and returns the server (not yet
+/// awaited) and the addresses it listens on (port 0 picks a free one).
+pub fn bind(
+    config: ServerConfig,
+    backend: Arc<dyn Backend>,
+) -> std::io::Result<(Server, Vec<SocketAddr>)> {
+    let addr = (config.host.clone(), config.port);
+    let state = ApiState::new(config, backend);
+    let server = HttpServer::new(move || app(state.clone()))
+        // A client that closes its socket is gone: drop its stream (which
+        // cancels the request) instead of waiting for a write to fail.
+        .h1_allow_half_closed(false)
+        // Streams are cut after this long on shutdown.
+        .shutdown_timeout(5)
+        .bind(addr)?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}
+
+/// Serves until the process is stopped (Ctrl-C stops it gracefully).
+pub async fn run_server(config: ServerConfig, backend: Arc<dyn Backend>) -> std::io::Result<()> {
+    let card = backend.model();
+    let (server, addrs) = bind(config, backend)?;
+    for addr in &addrs {
+        tracing::info!("serving `{}` on http://{addr}", card.id);
+    }
+    server.await
+}
