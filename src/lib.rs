@@ -7,6 +7,8 @@
 
 pub mod actors;
 pub mod api;
+pub mod backend;
+pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod kv;

@@ -1,1 +1,207 @@
-fn main() {}
+//! The `wgserve` command line: `generate` (one prompt, streamed to the
+//! terminal), `info` (a model's description and the adapters present).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
+use wgserve::gpu::AdapterChoice;
+use wgserve::model::sampling::SamplingParams;
+use wgserve::scheduler::{SeqEvent, SeqRequest};
+use wgserve::tokenizer::{ChatMessage, IncrementalDecoder};
+
+#[derive(Parser)]
+#[command(name = "wgserve", version, about = "A self-hosted LLM server on Vulkan")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text for one prompt and stream it to stdout.
+    Generate(GenerateArgs),
+    /// Describe a model file and the Vulkan adapters on this machine.
+    Info {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// GGUF model file.
+    #[arg(long, default_value = DEFAULT_MODEL, env = "WGSERVE_MODEL")]
+    model: PathBuf,
+    /// Raw prompt text (no chat template).
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    prompt: Option<String>,
+    /// A user message, sent through the model's chat template.
+    #[arg(long)]
+    chat: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep generating through end-of-sequence tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Adapter: "auto", an index, or part of its name.
+    #[arg(long, default_value = "auto", env = "WGSERVE_ADAPTER")]
+    adapter: AdapterChoice,
+    /// Number of shards (devices) to split the layers over.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "wgserve=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Info { model } => info(model),
+    }
+}
+
+fn info(model: PathBuf) -> Result<()> {
+    let (_, spec, tok) = wgserve::engine::open_model(&model)
+        .with_context(|| format!("reading {}", model.display()))?;
+    println!("{spec:#?}");
+    println!("tokenizer: {}", tok.description());
+    for (i, a) in wgserve::gpu::context::list_adapters().iter().enumerate() {
+        println!("adapter {i}: {} ({:?}, {:?})", a.name, a.device_type, a.backend);
+    }
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    if !a.model.exists() {
+        bail!(
+            "model file {} not found; run scripts/setup to fetch the default model, or pass --model",
+            a.model.display()
+        );
+    }
+    let cfg = EngineConfig {
+        model: a.model.clone(),
+        devices: vec![a.adapter.clone(); a.shards.max(1)],
+        max_num_seqs: 1,
+        ..Default::default()
+    };
+    let t_load = Instant::now();
+    let mut engine = Engine::new(&cfg).context("loading the model")?;
+    tracing::info!(
+        "loaded {} in {:.2}s on {} ({} KV blocks of {} tokens)",
+        engine.info.name,
+        t_load.elapsed().as_secs_f64(),
+        engine.adapter(),
+        engine.info.num_blocks,
+        engine.info.block_size
+    );
+    let text = match (&a.prompt, &a.chat) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => engine.template.render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: c.clone(),
+            }],
+            true,
+            engine.tokenizer.bos_token().unwrap_or(""),
+            engine.tokenizer.eos_token().unwrap_or(""),
+        )?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let prompt = engine.tokenizer.encode(&text, true)?;
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+        ..Default::default()
+    };
+    engine
+        .scheduler
+        .add(
+            0,
+            SeqRequest {
+                prompt: prompt.clone(),
+                sampling,
+                max_tokens: a.max_tokens,
+                stop_ids: engine.tokenizer.stop_ids().to_vec(),
+                ignore_eos: a.ignore_eos,
+                logprobs: None,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut decoder = IncrementalDecoder::new(true);
+    let mut out_ids = Vec::new();
+    let mut text_out = String::new();
+    let t0 = Instant::now();
+    let mut t_first = None;
+    let stdout = std::io::stdout();
+    while engine.scheduler.has_work() {
+        for ev in engine.step()? {
+            if let SeqEvent::Token { token, .. } = ev {
+                t_first.get_or_insert_with(Instant::now);
+                out_ids.push(token);
+                let piece = decoder.push(&engine.tokenizer, token)?;
+                if !a.json {
+                    let mut lock = stdout.lock();
+                    let _ = lock.write_all(piece.as_bytes());
+                    let _ = lock.flush();
+                }
+                text_out.push_str(&piece);
+            }
+        }
+    }
+    let tail = decoder.finish();
+    text_out.push_str(&tail);
+    let t_end = Instant::now();
+    let t_first = t_first.unwrap_or(t_end);
+    let prefill_s = (t_first - t0).as_secs_f64();
+    let decode_s = (t_end - t_first).as_secs_f64();
+    let prefill_tps = prompt.len() as f64 / prefill_s.max(1e-9);
+    let decode_tps = out_ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
+    if a.json {
+        let obj = serde_json::json!({
+            "prompt_token_ids": prompt,
+            "token_ids": out_ids,
+            "text": text_out,
+            "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps,
+            "adapter": engine.adapter(),
+        });
+        println!("{obj}");
+    } else {
+        print!("{tail}");
+        println!();
+        eprintln!(
+            "prompt: {} tokens, {:.1} tok/s; decode: {} tokens, {:.2} tok/s ({})",
+            prompt.len(),
+            prefill_tps,
+            out_ids.len(),
+            decode_tps,
+            engine.adapter()
+        );
+    }
+    Ok(())
+}

@@ -2,4 +2,8 @@
 //! on the device, the paged KV cache, and the forward pass for a batch, built
 //! from the kernels in `crate::gpu`; and token sampling from logits.
 
+pub mod kv_cache;
 pub mod sampling;
+pub mod shard;
+pub mod spec;
+pub mod weights;

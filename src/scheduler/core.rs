@@ -463,6 +463,17 @@ impl Scheduler {
         batch
     }
 
+    /// The model failed on the last scheduled step: drops every sequence in
+    /// it (freeing their blocks) and returns their ids, so the caller can
+    /// fail those requests and go on serving the others.
+    pub fn abort_in_flight(&mut self) -> Vec<SeqId> {
+        let ids: Vec<SeqId> = self.in_flight.drain(..).map(|s| s.id).collect();
+        for &id in &ids {
+            self.cancel(id);
+        }
+        ids
+    }
+
     /// Applies the model's outputs for the last scheduled step (one
     /// [`SampleOutput`] per [`SampleRow`], in order) and reports what happened.
     pub fn update(&mut self, outputs: Vec<SampleOutput>) -> Vec<SeqEvent> {

@@ -1,0 +1,139 @@
+//! `make bench`: prefill and decode throughput of a model on whatever adapter
+//! is present, through the real scheduler and kernels.
+//!
+//! Reports, side by side in one run: prefill tokens/s for a 128-token prompt,
+//! decode tokens/s for 64 tokens at batch 1, aggregate decode tokens/s at
+//! batch 8 and 16, and the process's peak host memory. Each figure is the
+//! median of `WGSERVE_BENCH_REPEATS` runs (default 3).
+//!
+//! Environment: `WGSERVE_BENCH_MODEL` (default: the default model),
+//! `WGSERVE_BENCH_REPEATS`, `WGSERVE_ADAPTER`.
+
+use std::time::Instant;
+
+use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
+use wgserve::model::sampling::SamplingParams;
+use wgserve::scheduler::{SeqEvent, SeqRequest};
+
+fn prompt(seed: u32, len: usize, vocab: u32) -> Vec<u32> {
+    // Ordinary-text ids avoid special tokens at the low end of the vocabulary.
+    (0..len as u32)
+        .map(|i| 1000 + (i * 7919 + seed * 104_729) % (vocab - 2000))
+        .collect()
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize) -> SeqRequest {
+    SeqRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop_ids: vec![],
+        ignore_eos: true,
+        logprobs: None,
+    }
+}
+
+/// Runs until idle; returns (time to the first token of every sequence, time
+/// from then to the end, tokens generated after each sequence's first).
+fn run(engine: &mut Engine) -> (f64, f64, usize) {
+    let t0 = Instant::now();
+    let mut first_done: Option<f64> = None;
+    let mut seen = std::collections::HashSet::new();
+    let n_seqs = engine.scheduler.num_waiting() + engine.scheduler.num_running();
+    let mut after_first = 0usize;
+    while engine.scheduler.has_work() {
+        for ev in engine.step().expect("step") {
+            if let SeqEvent::Token { id, .. } = ev {
+                if first_done.is_some() {
+                    after_first += 1;
+                }
+                if seen.insert(id) && seen.len() == n_seqs {
+                    first_done = Some(t0.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let first = first_done.unwrap_or(total);
+    (first, total - first, after_first)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    // `cargo bench` passes harness flags such as `--bench`; ignore them.
+    let model = std::env::var("WGSERVE_BENCH_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.into());
+    let repeats: usize = std::env::var("WGSERVE_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let adapter = std::env::var("WGSERVE_ADAPTER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let mut engine = Engine::new(&EngineConfig {
+        model: model.clone().into(),
+        devices: vec![adapter],
+        max_num_seqs: 16,
+        max_num_batched_tokens: 256,
+        // Fresh prompts every run: measure compute, not the prefix cache.
+        enable_prefix_caching: false,
+        ..Default::default()
+    })
+    .expect("load the model");
+    let vocab = engine.spec.vocab_size as u32;
+    println!("model: {model}");
+    println!("adapter: {}", engine.adapter());
+
+    // Warm-up: pipelines and driver caches.
+    engine.scheduler.add(0, request(prompt(0, 16, vocab), 4)).unwrap();
+    run(&mut engine);
+
+    let mut id = 1u64;
+    let mut prefill = Vec::new();
+    for _ in 0..repeats {
+        engine
+            .scheduler
+            .add(id, request(prompt(id as u32, 128, vocab), 1))
+            .unwrap();
+        id += 1;
+        let (first, _, _) = run(&mut engine);
+        prefill.push(128.0 / first);
+    }
+    let mut rows = vec![("prefill, 128-token prompt".to_string(), median(prefill))];
+    for batch in [1usize, 8, 16] {
+        let mut tps = Vec::new();
+        for _ in 0..repeats {
+            for _ in 0..batch {
+                engine
+                    .scheduler
+                    .add(id, request(prompt(id as u32, 16, vocab), 64))
+                    .unwrap();
+                id += 1;
+            }
+            let (_, decode_s, tokens) = run(&mut engine);
+            tps.push(tokens as f64 / decode_s);
+        }
+        rows.push((format!("decode, batch {batch:>2} (aggregate)"), median(tps)));
+    }
+    println!("{:<34} {:>12}", "measure", "tokens/s");
+    for (name, v) in rows {
+        println!("{name:<34} {v:>12.2}");
+    }
+    println!("peak host memory: {:.0} MiB", peak_rss_mib());
+}

@@ -1,0 +1,157 @@
+//! The one narrow interface between the HTTP/WebSocket layer (`crate::api`)
+//! and the serving runtime (`crate::actors`): submit a generation request and
+//! get back a stream of [`Event`]s, cancel it, tokenize, read metrics.
+//!
+//! The API layer depends only on this trait, so its tests can use a mock;
+//! the actor runtime implements it for real. A request's events arrive on its
+//! own channel; dropping the receiver cancels the request (the scheduler
+//! notices within one step, whether or not anyone polls the stream).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::model::sampling::SamplingParams;
+use crate::scheduler::{FinishReason, TokenLogprobs, Usage};
+use crate::tokenizer::ChatMessage;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// Chat messages, rendered with the model's chat template and a
+    /// generation prompt.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, encoded as is (special tokens in it are parsed).
+    Text(String),
+    /// Token ids, used as is.
+    Ids(Vec<u32>),
+}
+
+/// One generation request, already validated by the API layer.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: PromptInput,
+    pub sampling: SamplingParams,
+    /// `None`: up to the end of the context window.
+    pub max_tokens: Option<usize>,
+    /// Stop strings: the text up to the first one is returned and the
+    /// sequence finishes with `stop`.
+    pub stop: Vec<String>,
+    /// Keep generating through EOS / end-of-turn tokens.
+    pub ignore_eos: bool,
+    /// Return logprobs with this many top alternatives (0 = only the chosen token's).
+    pub logprobs: Option<usize>,
+    /// Include special tokens' text in the output.
+    pub keep_special: bool,
+}
+
+/// An identifier the runtime gives each accepted request.
+pub type RequestId = u64;
+
+/// What a request's stream carries, in order: any number of `Delta`s, then
+/// exactly one `Finished` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text (may be empty when a token completes no character yet), the
+    /// token ids that produced it, and their logprobs when asked.
+    Delta {
+        text: String,
+        token_ids: Vec<u32>,
+        logprobs: Vec<TokenLogprobs>,
+    },
+    Finished { reason: FinishReason, usage: Usage },
+    Error(BackendError),
+}
+
+/// Why a request failed, with the HTTP status the API should answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+pub enum BackendError {
+    /// A client mistake (bad prompt, prompt longer than the context...): 400.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The waiting queue is full: 429 with Retry-After.
+    #[error("the server is busy ({0} requests waiting); retry shortly")]
+    QueueFull(usize),
+    /// The model is not loaded yet or is shutting down: 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine failed on this request: 500 (the server stays up).
+    #[error("engine failure: {0}")]
+    Engine(String),
+}
+
+impl BackendError {
+    pub fn status(&self) -> u16 {
+        match self {
+            BackendError::InvalidRequest(_) => 400,
+            BackendError::QueueFull(_) => 429,
+            BackendError::Unavailable(_) => 503,
+            BackendError::Engine(_) => 500,
+        }
+    }
+}
+
+/// What `/v1/models` and the logs say about the loaded model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    /// The name clients pass as `model`.
+    pub id: String,
+    pub path: String,
+    pub max_model_len: usize,
+    pub adapters: Vec<String>,
+    pub created: u64,
+}
+
+/// A point-in-time view of the runtime for `/metrics` and `/health`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricsSnapshot {
+    pub requests_running: usize,
+    pub requests_waiting: usize,
+    pub kv_blocks_used: usize,
+    pub kv_blocks_total: usize,
+    pub preemptions_total: u64,
+    pub prefix_cache_queries_total: u64,
+    pub prefix_cache_hits_total: u64,
+    pub prompt_tokens_total: u64,
+    pub generation_tokens_total: u64,
+    pub requests_finished_total: u64,
+    pub requests_cancelled_total: u64,
+    pub requests_failed_total: u64,
+    pub steps_total: u64,
+    /// Sum and count of time to first token, seconds.
+    pub ttft_seconds_sum: f64,
+    pub ttft_seconds_count: u64,
+    /// Sum and count of time per output token after the first, seconds.
+    pub tpot_seconds_sum: f64,
+    pub tpot_seconds_count: u64,
+}
+
+/// The serving runtime as the API layer sees it.
+pub trait Backend: Send + Sync + 'static {
+    /// Tokenizes and queues a request. Resolves once the scheduler has
+    /// accepted it, so every request-level error (full queue, prompt longer
+    /// than the context, bad template) comes back here, before any streaming
+    /// starts; only engine failures arrive later, as `Event::Error`.
+    fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>>;
+
+    /// Cancels a request (also done by dropping its receiver).
+    fn cancel(&self, id: RequestId) -> BoxFuture<'_, ()>;
+
+    fn tokenize(&self, prompt: PromptInput) -> BoxFuture<'_, Result<Vec<u32>, BackendError>>;
+
+    fn detokenize(&self, ids: Vec<u32>) -> BoxFuture<'_, Result<String, BackendError>>;
+
+    fn metrics(&self) -> BoxFuture<'_, MetricsSnapshot>;
+
+    fn model(&self) -> ModelCard;
+
+    /// True once the model is loaded and serving.
+    fn ready(&self) -> bool;
+}

@@ -1,0 +1,254 @@
+//! A synchronous engine: the scheduler and the model shards driven from one
+//! thread, step by step. `wgserve generate`, the benchmarks and the fidelity
+//! tests use it; the server runs the same pieces as actors instead.
+//!
+//! It owns loading: opening the GGUF, reading the model description and the
+//! tokenizer, opening one device per shard, splitting the layers, sizing the
+//! KV pool from the memory budget.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::gguf::reader::GgufFile;
+use crate::gpu::kernels::kv_write::KvCacheLayout;
+use crate::gpu::{AdapterChoice, GpuContext};
+use crate::kv::BlockPool;
+use crate::model::kv_cache::{blocks_for_budget, layout_for};
+use crate::model::shard::{ModelShard, ShardInput, ShardLimits, ShardOutput};
+use crate::model::spec::{ModelError, ModelSpec};
+use crate::scheduler::{Scheduler, SchedulerConfig, SeqEvent};
+use crate::tokenizer::{ChatTemplate, Tokenizer, TokenizerError};
+
+/// The default model fetched by `scripts/setup`.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Template(#[from] crate::tokenizer::TemplateError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Everything needed to load a model for serving.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model: PathBuf,
+    /// One entry per shard: the adapter each runs on. Two entries naming the
+    /// same adapter open two devices on it.
+    pub devices: Vec<AdapterChoice>,
+    pub block_size: u32,
+    /// Device memory for the KV cache, per shard.
+    pub kv_memory_bytes: u64,
+    pub max_num_batched_tokens: usize,
+    pub max_num_seqs: usize,
+    /// Context window; `None` takes the model's (capped by the KV pool).
+    pub max_model_len: Option<usize>,
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from(DEFAULT_MODEL),
+            devices: vec![AdapterChoice::Auto],
+            block_size: 16,
+            kv_memory_bytes: 256 << 20,
+            max_num_batched_tokens: 512,
+            max_num_seqs: 16,
+            max_model_len: None,
+            enable_prefix_caching: true,
+        }
+    }
+}
+
+/// Contiguous, nearly equal layer ranges, one per shard.
+pub fn split_layers(n_layers: usize, n_shards: usize) -> Vec<Range<usize>> {
+    let n = n_shards.clamp(1, n_layers.max(1));
+    (0..n)
+        .map(|i| (i * n_layers / n)..((i + 1) * n_layers / n))
+        .collect()
+}
+
+/// What a loaded model is, for logs and the API.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub adapters: Vec<String>,
+    pub num_blocks: u32,
+    pub block_size: u32,
+    pub kv_bytes: u64,
+    pub weight_bytes: u64,
+    pub max_model_len: usize,
+}
+
+pub struct Engine {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub spec: ModelSpec,
+    pub info: ModelInfo,
+    pub scheduler: Scheduler,
+    shards: Vec<ModelShard>,
+}
+
+/// Opens the devices and loads the shards (the part of loading the Shard
+/// actors do on their own threads).
+pub struct LoadedModel {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub spec: ModelSpec,
+    pub info: ModelInfo,
+    pub shards: Vec<ModelShard>,
+    pub scheduler_config: SchedulerConfig,
+}
+
+pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Tokenizer), EngineError> {
+    let file = GgufFile::open(path).map_err(ModelError::from)?;
+    let spec = ModelSpec::from_gguf(&file)?;
+    let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
+    Ok((file, spec, tokenizer))
+}
+
+pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
+    let (file, spec, tokenizer) = open_model(&cfg.model)?;
+    let template = ChatTemplate::from_model(tokenizer.chat_template())?;
+    if cfg.devices.is_empty() {
+        return Err(EngineError::Config("no devices configured".into()));
+    }
+    let ranges = split_layers(spec.n_layers, cfg.devices.len());
+    let ctxs = cfg
+        .devices
+        .iter()
+        .take(ranges.len())
+        .map(GpuContext::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every shard gets the same number of blocks (block ids are global): the
+    // smallest any shard's budget allows.
+    let mut num_blocks = u32::MAX;
+    let mut layout: Option<KvCacheLayout> = None;
+    for (ctx, r) in ctxs.iter().zip(&ranges) {
+        let l = layout_for(ctx, &spec, cfg.block_size);
+        num_blocks = num_blocks.min(blocks_for_budget(
+            &l,
+            r.len(),
+            cfg.kv_memory_bytes,
+            ctx.caps.max_storage_binding,
+        ));
+        layout.get_or_insert(l);
+    }
+    if num_blocks < 2 {
+        return Err(EngineError::Config(format!(
+            "the KV memory budget of {} MiB holds fewer than 2 blocks; raise it",
+            cfg.kv_memory_bytes >> 20
+        )));
+    }
+    let pool_tokens = num_blocks as usize * cfg.block_size as usize;
+    let max_model_len = cfg
+        .max_model_len
+        .unwrap_or(spec.context_length)
+        .min(spec.context_length)
+        .min(pool_tokens);
+    let limits = ShardLimits {
+        max_tokens: cfg.max_num_batched_tokens,
+        max_samples: cfg.max_num_seqs,
+        max_blocks_per_seq: max_model_len.div_ceil(cfg.block_size as usize),
+        block_size: cfg.block_size,
+        num_blocks,
+    };
+    let mut shards = Vec::new();
+    let mut adapters = Vec::new();
+    for (ctx, r) in ctxs.into_iter().zip(ranges) {
+        tracing::info!("shard layers {:?} on {}", r, ctx.describe());
+        adapters.push(ctx.info.name.clone());
+        shards.push(ModelShard::load(ctx, &file, &spec, r, limits)?);
+    }
+    let info = ModelInfo {
+        name: spec.name.clone(),
+        path: cfg.model.clone(),
+        adapters,
+        num_blocks,
+        block_size: cfg.block_size,
+        kv_bytes: shards.iter().map(ModelShard::kv_bytes).sum(),
+        weight_bytes: shards.iter().map(ModelShard::weight_bytes).sum(),
+        max_model_len,
+    };
+    let scheduler_config = SchedulerConfig {
+        max_num_batched_tokens: cfg.max_num_batched_tokens,
+        max_num_seqs: cfg.max_num_seqs,
+        max_model_len,
+        watermark_blocks: (num_blocks as usize / 100).max(1),
+        enable_prefix_caching: cfg.enable_prefix_caching,
+    };
+    Ok(LoadedModel {
+        tokenizer,
+        template,
+        spec,
+        info,
+        shards,
+        scheduler_config,
+    })
+}
+
+/// Runs a batch through every shard in order and returns the last one's samples.
+pub fn run_shards(
+    shards: &mut [ModelShard],
+    batch: &crate::scheduler::BatchInput,
+) -> Result<Vec<crate::scheduler::SampleOutput>, EngineError> {
+    let mut input = ShardInput::Tokens;
+    for shard in shards.iter_mut() {
+        match shard.step(batch, input)? {
+            ShardOutput::Hidden(h) => input = ShardInput::Hidden(h),
+            ShardOutput::Samples(s) => return Ok(s),
+        }
+    }
+    Err(EngineError::Config("the last shard returned hidden states".into()))
+}
+
+impl Engine {
+    pub fn new(cfg: &EngineConfig) -> Result<Self, EngineError> {
+        let m = load(cfg)?;
+        let pool = BlockPool::new(m.info.num_blocks as usize, m.info.block_size as usize);
+        Ok(Self {
+            tokenizer: m.tokenizer,
+            template: m.template,
+            spec: m.spec,
+            info: m.info,
+            scheduler: Scheduler::new(m.scheduler_config, pool),
+            shards: m.shards,
+        })
+    }
+
+    /// One scheduler step through the model. Empty when idle.
+    pub fn step(&mut self) -> Result<Vec<SeqEvent>, EngineError> {
+        let Some(batch) = self.scheduler.schedule() else {
+            return Ok(Vec::new());
+        };
+        match run_shards(&mut self.shards, &batch) {
+            Ok(samples) => Ok(self.scheduler.update(samples)),
+            Err(e) => {
+                // The step's sequences are lost; the scheduler stays consistent.
+                self.scheduler.abort_in_flight();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a raw batch (tests: teacher forcing over a whole sequence).
+    pub fn run_batch(
+        &mut self,
+        batch: &crate::scheduler::BatchInput,
+    ) -> Result<Vec<crate::scheduler::SampleOutput>, EngineError> {
+        run_shards(&mut self.shards, batch)
+    }
+
+    pub fn adapter(&self) -> String {
+        self.info.adapters.join(", ")
+    }
+}

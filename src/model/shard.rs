@@ -1,0 +1,436 @@
+//! A model shard: the weights of a contiguous range of layers on one device,
+//! those layers' KV pages, and the forward pass over them for a batch.
+//!
+//! One [`ModelShard::step`] records every dispatch of every layer into one
+//! command encoder, submits once, and reads back one small buffer: the
+//! sampled ids (and only the logits rows a CPU sampler needs) on the last
+//! shard, or the hidden states to hand to the next shard. With one GPU there
+//! is one shard holding every layer.
+//!
+//! The shard owns no sequence state: each step's [`BatchInput`] says which
+//! tokens to run, at which positions, and which KV pages they use.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::gguf::{reader::GgufFile, GgmlType};
+use crate::gpu::kernels::{
+    argmax::Argmax,
+    attention::{AttentionConfig, AttentionKernel, LayerAttention, PagedAttention},
+    embedding::Embedding,
+    kv_write::{KvWrite, PagedBatch},
+    matmul::Matmul,
+    rmsnorm::{RmsNorm, Rows},
+    rope::{Rope, RopeParams},
+    swiglu::{SwiGlu, SwiGluMode},
+};
+use crate::gpu::weights::DeviceTensor;
+use crate::gpu::{GpuContext, GpuError};
+use crate::scheduler::{BatchInput, SampleOutput};
+
+use super::kv_cache::{layout_for, DeviceKvCache};
+use super::spec::{ModelError, ModelSpec};
+use super::weights::ShardWeights;
+
+/// Sizes fixed when a shard is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardLimits {
+    /// Most tokens in one step.
+    pub max_tokens: usize,
+    /// Most rows sampled in one step.
+    pub max_samples: usize,
+    /// Most blocks one sequence's table may hold (context / block size).
+    pub max_blocks_per_seq: usize,
+    pub block_size: u32,
+    pub num_blocks: u32,
+}
+
+/// What flows into a shard: token ids (first shard) or the previous shard's
+/// hidden states `[M][d_model]`.
+pub enum ShardInput {
+    Tokens,
+    Hidden(Vec<f32>),
+}
+
+/// What flows out: hidden states for the next shard, or the samples.
+#[derive(Debug)]
+pub enum ShardOutput {
+    Hidden(Vec<f32>),
+    Samples(Vec<SampleOutput>),
+}
+
+/// The per-step buffers, sized for [`ShardLimits`].
+struct Scratch {
+    tokens: wgpu::Buffer,
+    positions: wgpu::Buffer,
+    seq_of_token: wgpu::Buffer,
+    slot_mapping: wgpu::Buffer,
+    block_tables: wgpu::Buffer,
+    x: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    att: wgpu::Buffer,
+    gate: wgpu::Buffer,
+    up: wgpu::Buffer,
+    /// silu(gate) * up (a kernel's output may not alias its inputs).
+    act: wgpu::Buffer,
+    xs: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+struct Kernels {
+    embedding: HashMap<GgmlType, Embedding>,
+    matmul: HashMap<GgmlType, Matmul>,
+    rmsnorm: RmsNorm,
+    rope: Rope,
+    kv_write: KvWrite,
+    attention: PagedAttention,
+    swiglu: SwiGlu,
+    argmax: Argmax,
+}
+
+pub struct ModelShard {
+    pub ctx: GpuContext,
+    pub spec: ModelSpec,
+    pub layers: Range<usize>,
+    pub limits: ShardLimits,
+    weights: ShardWeights,
+    kv: DeviceKvCache,
+    kernels: Kernels,
+    scratch: Scratch,
+}
+
+fn f32_buf(ctx: &GpuContext, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
+    ctx.storage(label, (elems.max(4) * 4) as u64)
+}
+
+impl ModelShard {
+    /// Uploads the weights of `layers`, allocates `limits.num_blocks` KV pages
+    /// per layer, and compiles the kernels.
+    pub fn load(
+        ctx: GpuContext,
+        file: &GgufFile,
+        spec: &ModelSpec,
+        layers: Range<usize>,
+        limits: ShardLimits,
+    ) -> Result<Self, ModelError> {
+        assert!(layers.start < layers.end && layers.end <= spec.n_layers);
+        let weights = ShardWeights::load(&ctx, file, spec, layers.clone())?;
+        let layout = layout_for(&ctx, spec, limits.block_size);
+        let kv = DeviceKvCache::new(&ctx, layout, layers.len(), limits.num_blocks)?;
+        let kernels = Self::kernels(&ctx, spec, &weights, layout)?;
+        let scratch = Self::scratch(&ctx, spec, &limits)?;
+        Ok(Self {
+            ctx,
+            spec: spec.clone(),
+            layers,
+            limits,
+            weights,
+            kv,
+            kernels,
+            scratch,
+        })
+    }
+
+    fn kernels(
+        ctx: &GpuContext,
+        spec: &ModelSpec,
+        w: &ShardWeights,
+        layout: crate::gpu::kernels::kv_write::KvCacheLayout,
+    ) -> Result<Kernels, ModelError> {
+        let mut types: Vec<GgmlType> = Vec::new();
+        let mut note = |t: &DeviceTensor| {
+            if !types.contains(&t.ty) {
+                types.push(t.ty);
+            }
+        };
+        for l in &w.layers {
+            for t in [
+                &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down,
+            ] {
+                note(t);
+            }
+        }
+        if let Some(o) = &w.output {
+            note(o);
+        }
+        let mut matmul = HashMap::new();
+        for t in types {
+            matmul.insert(t, Matmul::new(ctx, t)?);
+        }
+        let mut embedding = HashMap::new();
+        if let Some(e) = &w.embedding {
+            embedding.insert(e.ty, Embedding::new(ctx, e.ty)?);
+        }
+        let mut rope = RopeParams::new(spec.rope_mode, spec.head_dim as u32, spec.rope_freq_base);
+        rope.n_rot = spec.rope_n_rot as u32;
+        rope.freq_scale = spec.rope_freq_scale;
+        Ok(Kernels {
+            embedding,
+            matmul,
+            rmsnorm: RmsNorm::new(ctx, spec.rms_eps)?,
+            rope: Rope::new(ctx, &rope)?,
+            kv_write: KvWrite::new(ctx, layout).map_err(kv_err)?,
+            attention: PagedAttention::new(
+                ctx,
+                AttentionConfig {
+                    layout,
+                    n_heads: spec.n_heads as u32,
+                    scale: 1.0 / (spec.head_dim as f32).sqrt(),
+                    kernel: AttentionKernel::for_device(ctx),
+                },
+            )
+            .map_err(kv_err)?,
+            swiglu: SwiGlu::new(ctx, SwiGluMode::Silu)?,
+            argmax: Argmax::new(ctx)?,
+        })
+    }
+
+    fn scratch(
+        ctx: &GpuContext,
+        spec: &ModelSpec,
+        l: &ShardLimits,
+    ) -> Result<Scratch, ModelError> {
+        let t = l.max_tokens;
+        let r = l.max_samples;
+        let staging_bytes = ((r * 4 + r * spec.vocab_size * 4).max(t * spec.d_model * 4)) as u64;
+        let staging = ctx.scoped("staging", || {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step readback"),
+                size: staging_bytes.next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let u32_buf = |label: &str, n: usize| ctx.storage(label, (n.max(4) * 4) as u64);
+        Ok(Scratch {
+            tokens: u32_buf("tokens", t)?,
+            positions: u32_buf("positions", t)?,
+            seq_of_token: u32_buf("seq_of_token", t)?,
+            slot_mapping: u32_buf("slot_mapping", t)?,
+            block_tables: u32_buf("block_tables", r.max(1) * l.max_blocks_per_seq)?,
+            x: f32_buf(ctx, "x", t * spec.d_model)?,
+            xn: f32_buf(ctx, "xn", t * spec.d_model)?,
+            q: f32_buf(ctx, "q", t * spec.q_dim())?,
+            k: f32_buf(ctx, "k", t * spec.kv_dim())?,
+            v: f32_buf(ctx, "v", t * spec.kv_dim())?,
+            att: f32_buf(ctx, "att", t * spec.q_dim())?,
+            gate: f32_buf(ctx, "gate", t * spec.ffn_dim)?,
+            up: f32_buf(ctx, "up", t * spec.ffn_dim)?,
+            act: f32_buf(ctx, "act", t * spec.ffn_dim)?,
+            xs: f32_buf(ctx, "xs", r * spec.d_model)?,
+            logits: f32_buf(ctx, "logits", r * spec.vocab_size)?,
+            ids: u32_buf("ids", r)?,
+            staging,
+        })
+    }
+
+    pub fn is_first(&self) -> bool {
+        self.layers.start == 0
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.layers.end == self.spec.n_layers
+    }
+
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv.bytes()
+    }
+
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.device_bytes()
+    }
+
+    fn check(&self, batch: &BatchInput) -> Result<(), ModelError> {
+        let l = &self.limits;
+        let bad = |message: String| {
+            Err(ModelError::Invalid {
+                path: "batch".into(),
+                message,
+            })
+        };
+        let m = batch.num_tokens();
+        if m == 0 || m > l.max_tokens {
+            return bad(format!("{m} tokens in a step; the shard takes 1..={}", l.max_tokens));
+        }
+        if batch.samples.len() > l.max_samples {
+            return bad(format!(
+                "{} sampled rows; the shard takes at most {}",
+                batch.samples.len(),
+                l.max_samples
+            ));
+        }
+        if batch.block_tables.len() > l.max_samples.max(1)
+            || batch.max_blocks_per_seq() > l.max_blocks_per_seq
+        {
+            return bad(format!(
+                "{} sequences with up to {} blocks; the shard takes {} with {}",
+                batch.block_tables.len(),
+                batch.max_blocks_per_seq(),
+                l.max_samples,
+                l.max_blocks_per_seq
+            ));
+        }
+        let n_slots = l.num_blocks * l.block_size;
+        if batch.slot_mapping.iter().any(|&s| s >= n_slots)
+            || batch.tokens.iter().any(|&t| t as usize >= self.spec.vocab_size)
+        {
+            return bad("a slot or token id is out of range".into());
+        }
+        Ok(())
+    }
+
+    /// Runs the shard's layers for one batch. One encoder, one submit, one readback.
+    pub fn step(&mut self, batch: &BatchInput, input: ShardInput) -> Result<ShardOutput, ModelError> {
+        self.check(batch)?;
+        let ctx = &self.ctx;
+        let s = &self.scratch;
+        let spec = &self.spec;
+        let m = batch.num_tokens() as u32;
+        let d = spec.d_model as u32;
+        let (tables, stride) = batch.flat_block_tables();
+        let q = &ctx.queue;
+        q.write_buffer(&s.tokens, 0, bytemuck::cast_slice(&batch.tokens));
+        q.write_buffer(&s.positions, 0, bytemuck::cast_slice(&batch.positions));
+        q.write_buffer(&s.seq_of_token, 0, bytemuck::cast_slice(&batch.seq_of_token));
+        q.write_buffer(&s.slot_mapping, 0, bytemuck::cast_slice(&batch.slot_mapping));
+        q.write_buffer(&s.block_tables, 0, bytemuck::cast_slice(&tables));
+        if let ShardInput::Hidden(h) = &input {
+            if h.len() != batch.num_tokens() * spec.d_model {
+                return Err(ModelError::Invalid {
+                    path: "batch".into(),
+                    message: format!("hidden states of {} floats for {m} tokens", h.len()),
+                });
+            }
+            q.write_buffer(&s.x, 0, bytemuck::cast_slice(h));
+        }
+        let paged = PagedBatch {
+            num_tokens: m,
+            positions: &s.positions,
+            seq_of_token: &s.seq_of_token,
+            slot_mapping: &s.slot_mapping,
+            block_tables: &s.block_tables,
+            max_blocks_per_seq: stride as u32,
+        };
+        let k = &self.kernels;
+        let mut enc = ctx.encoder("step");
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            if matches!(input, ShardInput::Tokens) {
+                let e = self
+                    .weights
+                    .embedding
+                    .as_ref()
+                    .expect("the first shard holds the embedding");
+                k.embedding[&e.ty].encode(ctx, &mut pass, e, &s.tokens, &s.x, m)?;
+            }
+            for (i, lw) in self.weights.layers.iter().enumerate() {
+                let rows = Rows { count: m, width: d };
+                let mm = |t: &DeviceTensor| &k.matmul[&t.ty];
+                k.rmsnorm.encode(ctx, &mut pass, &s.x, &lw.attn_norm, &s.xn, rows);
+                mm(&lw.wq).encode(ctx, &mut pass, &lw.wq, &s.xn, &s.q, m, lw.bq.as_ref(), false)?;
+                mm(&lw.wk).encode(ctx, &mut pass, &lw.wk, &s.xn, &s.k, m, lw.bk.as_ref(), false)?;
+                mm(&lw.wv).encode(ctx, &mut pass, &lw.wv, &s.xn, &s.v, m, lw.bv.as_ref(), false)?;
+                k.rope
+                    .encode(ctx, &mut pass, &s.q, &s.positions, m, spec.n_heads as u32);
+                k.rope
+                    .encode(ctx, &mut pass, &s.k, &s.positions, m, spec.n_kv_heads as u32);
+                let cache = self.kv.layer(i);
+                k.kv_write.encode(ctx, &mut pass, &paged, &s.k, &s.v, cache);
+                let layer = LayerAttention {
+                    cache,
+                    window: 0,
+                    sinks: None,
+                };
+                k.attention
+                    .encode(ctx, &mut pass, &paged, &layer, &s.q, &s.att);
+                mm(&lw.wo).encode(ctx, &mut pass, &lw.wo, &s.att, &s.x, m, None, true)?;
+                k.rmsnorm.encode(ctx, &mut pass, &s.x, &lw.ffn_norm, &s.xn, rows);
+                mm(&lw.w_gate).encode(ctx, &mut pass, &lw.w_gate, &s.xn, &s.gate, m, None, false)?;
+                mm(&lw.w_up).encode(ctx, &mut pass, &lw.w_up, &s.xn, &s.up, m, None, false)?;
+                k.swiglu
+                    .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * spec.ffn_dim as u32);
+                mm(&lw.w_down).encode(ctx, &mut pass, &lw.w_down, &s.act, &s.x, m, None, true)?;
+            }
+        }
+        let row_bytes = u64::from(d) * 4;
+        if !self.is_last() {
+            enc.copy_buffer_to_buffer(&s.x, 0, &s.staging, 0, u64::from(m) * row_bytes);
+            ctx.submit("step", enc)?;
+            let h = ctx.map_and_read::<f32>(&s.staging, u64::from(m) * row_bytes)?;
+            return Ok(ShardOutput::Hidden(h));
+        }
+        let r = batch.samples.len() as u32;
+        if r == 0 {
+            ctx.submit("step", enc)?;
+            return Ok(ShardOutput::Samples(Vec::new()));
+        }
+        for (i, row) in batch.samples.iter().enumerate() {
+            enc.copy_buffer_to_buffer(
+                &s.x,
+                u64::from(row.row) * row_bytes,
+                &s.xs,
+                i as u64 * row_bytes,
+                row_bytes,
+            );
+        }
+        let vocab = spec.vocab_size as u32;
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let norm = self.weights.output_norm.as_ref().expect("last shard");
+            let out = self.weights.output.as_ref().expect("last shard");
+            k.rmsnorm
+                .encode(ctx, &mut pass, &s.xs, norm, &s.xn, Rows { count: r, width: d });
+            k.matmul[&out.ty].encode(ctx, &mut pass, out, &s.xn, &s.logits, r, None, false)?;
+            k.argmax.encode(
+                ctx,
+                &mut pass,
+                &s.logits,
+                Rows {
+                    count: r,
+                    width: vocab,
+                },
+                &s.ids,
+                None,
+            );
+        }
+        let ids_bytes = u64::from(r) * 4;
+        enc.copy_buffer_to_buffer(&s.ids, 0, &s.staging, 0, ids_bytes);
+        let logits_row = u64::from(vocab) * 4;
+        let mut read = ids_bytes;
+        let mut logits_at = Vec::new();
+        for (i, row) in batch.samples.iter().enumerate() {
+            if row.want_logits {
+                enc.copy_buffer_to_buffer(&s.logits, i as u64 * logits_row, &s.staging, read, logits_row);
+                logits_at.push((i, read));
+                read += logits_row;
+            }
+        }
+        ctx.submit("step", enc)?;
+        let data = ctx.map_and_read::<u32>(&s.staging, read)?;
+        let mut out: Vec<SampleOutput> = data[..r as usize]
+            .iter()
+            .map(|&argmax| SampleOutput {
+                argmax,
+                logits: None,
+            })
+            .collect();
+        for (i, at) in logits_at {
+            let start = (at / 4) as usize;
+            let row: &[u32] = &data[start..start + vocab as usize];
+            out[i].logits = Some(bytemuck::cast_slice(row).to_vec());
+        }
+        Ok(ShardOutput::Samples(out))
+    }
+}
+
+fn kv_err(e: crate::gpu::kernels::kv_write::KvError) -> ModelError {
+    ModelError::Invalid {
+        path: "kv cache".into(),
+        message: e.to_string(),
+    }
+}

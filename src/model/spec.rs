@@ -1,0 +1,200 @@
+//! The model description: an architecture's shape and options, read once from
+//! GGUF metadata and checked before anything is uploaded. Everything the
+//! forward pass needs to know about a model that is not a weight lives here.
+
+use crate::gguf::{error::GgufError, reader::GgufFile, GgmlType};
+use crate::gpu::kernels::rope::RopeMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: architecture {arch:?} is not supported; supported: llama, qwen2, gpt-oss")]
+    UnsupportedArch { path: String, arch: String },
+    #[error("{path}: tensor {tensor} has type {ty}, which the {what} kernels do not support")]
+    UnsupportedType {
+        path: String,
+        tensor: String,
+        ty: GgmlType,
+        what: &'static str,
+    },
+    #[error("{path}: tensor {tensor} has shape {found:?}, expected {expected:?}")]
+    BadShape {
+        path: String,
+        tensor: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    GptOss,
+}
+
+impl Arch {
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::GptOss => "gpt-oss",
+        }
+    }
+}
+
+/// The shape and options of a decoder-only transformer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub arch: Arch,
+    pub name: String,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    /// The context the model was trained for.
+    pub context_length: usize,
+    pub rms_eps: f32,
+    pub rope_mode: RopeMode,
+    pub rope_freq_base: f32,
+    pub rope_freq_scale: f32,
+    /// Dimensions of each head that are rotated (usually all of them).
+    pub rope_n_rot: usize,
+    /// The output projection is the token embedding (no `output.weight`).
+    pub tied_output: bool,
+    /// Q, K and V projections carry a bias (qwen2, gpt-oss).
+    pub qkv_bias: bool,
+    /// Mixture of experts (gpt-oss): number of experts and how many run per token.
+    pub n_experts: usize,
+    pub n_experts_used: usize,
+    /// Sliding-window size for the layers that use one (gpt-oss: every other layer).
+    pub sliding_window: usize,
+}
+
+impl ModelSpec {
+    /// Reads and checks the description from a GGUF file's metadata and tensor directory.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let m = &file.metadata;
+        let path = file.path.display().to_string();
+        let arch_name = m.architecture()?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "gpt-oss" => Arch::GptOss,
+            other => {
+                return Err(ModelError::UnsupportedArch {
+                    path,
+                    arch: other.to_string(),
+                })
+            }
+        };
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let n_layers = m.u32(&k("block_count"))? as usize;
+        let d_model = m.u32(&k("embedding_length"))? as usize;
+        let n_heads = m.u32(&k("attention.head_count"))? as usize;
+        let n_kv_heads = m
+            .opt_u32(&k("attention.head_count_kv"))?
+            .map_or(n_heads, |v| v as usize);
+        let head_dim = match m.opt_u32(&k("attention.key_length"))? {
+            Some(v) => v as usize,
+            None => d_model / n_heads.max(1),
+        };
+        let ffn_dim = m.u32(&k("feed_forward_length"))? as usize;
+        let context_length = m.u32(&k("context_length"))? as usize;
+        let rms_eps = m.f32(&k("attention.layer_norm_rms_epsilon"))?;
+        let rope_freq_base = m.opt_f32(&k("rope.freq_base"))?.unwrap_or(10_000.0);
+        let rope_n_rot = m
+            .opt_u32(&k("rope.dimension_count"))?
+            .map_or(head_dim, |v| v as usize);
+        let scaling = m.opt_str(&k("rope.scaling.type"))?.unwrap_or("none");
+        let factor = m.opt_f32(&k("rope.scaling.factor"))?.unwrap_or(1.0);
+        let rope_freq_scale = match scaling {
+            "none" => 1.0,
+            "linear" | "yarn" if factor > 0.0 => 1.0 / factor,
+            other => {
+                return Err(ModelError::Invalid {
+                    path,
+                    message: format!("rope scaling {other:?} (factor {factor}) is not supported"),
+                })
+            }
+        };
+        let embd = file.tensor("token_embd.weight")?;
+        let vocab_size = embd.n_rows();
+        if embd.row_len() != d_model {
+            return Err(ModelError::BadShape {
+                path,
+                tensor: embd.name.clone(),
+                found: embd.dims.clone(),
+                expected: vec![d_model as u64, vocab_size as u64],
+            });
+        }
+        let spec = ModelSpec {
+            arch,
+            name: m.opt_str("general.name")?.unwrap_or(arch_name).to_string(),
+            n_layers,
+            d_model,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim,
+            vocab_size,
+            context_length,
+            rms_eps,
+            rope_mode: match arch {
+                Arch::Llama => RopeMode::Interleaved,
+                Arch::Qwen2 | Arch::GptOss => RopeMode::Neox,
+            },
+            rope_freq_base,
+            rope_freq_scale,
+            rope_n_rot,
+            tied_output: file.get_tensor("output.weight").is_none(),
+            qkv_bias: file.get_tensor("blk.0.attn_q.bias").is_some(),
+            n_experts: m.opt_u32(&k("expert_count"))?.unwrap_or(0) as usize,
+            n_experts_used: m.opt_u32(&k("expert_used_count"))?.unwrap_or(0) as usize,
+            sliding_window: m.opt_u32(&k("attention.sliding_window"))?.unwrap_or(0) as usize,
+        };
+        spec.check(&path)?;
+        Ok(spec)
+    }
+
+    fn check(&self, path: &str) -> Result<(), ModelError> {
+        let bad = |message: String| {
+            Err(ModelError::Invalid {
+                path: path.to_string(),
+                message,
+            })
+        };
+        if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.head_dim == 0 {
+            return bad(format!("degenerate shape {self:?}"));
+        }
+        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "{} query heads cannot be grouped over {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.rope_n_rot > self.head_dim || self.rope_n_rot % 2 != 0 {
+            return bad(format!(
+                "rope dimension {} must be even and at most the head size {}",
+                self.rope_n_rot, self.head_dim
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
