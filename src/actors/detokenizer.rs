@@ -1,0 +1,378 @@
+//! The Detokenizer: turns each sequence's sampled tokens into the text
+//! deltas of its response stream. It owns, per sequence, an incremental
+//! UTF-8-safe decoder (a character split across tokens is sent whole, once
+//! its last byte arrives), the stop-string matcher and the response sender.
+//! It sees tokens only as the Scheduler reports them and may not touch the
+//! Scheduler's state: when it sees a stop string it asks the Scheduler to
+//! finish the sequence, and sends the final event when the Scheduler says the
+//! sequence is done.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Recipient};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::messages::{Emit, Fail, Forget, Register, StopSequence};
+use crate::backend::Event;
+use crate::scheduler::{FinishReason, SeqEvent, SeqId};
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// What [`StopMatcher::push`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopScan {
+    /// No stop string yet: send this text (possibly empty; the end of the
+    /// input may be held back).
+    Continue(String),
+    /// A stop string starts right after this text: send it and end the
+    /// sequence. Nothing after it may be sent.
+    Stopped(String),
+}
+
+/// Finds the first stop string in text that arrives in pieces. Text that
+/// could be the start of a stop string is held back until the next piece
+/// shows whether it is one, so a client never sees any part of a stop string.
+#[derive(Debug, Clone, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    /// Received, not yet sent: always a proper prefix of some stop string.
+    held: String,
+}
+
+impl StopMatcher {
+    /// Empty stop strings are ignored (they would match before any text).
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
+    }
+
+    /// Adds a piece of text; returns what may be sent now.
+    pub fn push(&mut self, text: &str) -> StopScan {
+        if self.stops.is_empty() {
+            return StopScan::Continue(text.to_owned());
+        }
+        self.held.push_str(text);
+        // The earliest occurrence of any stop string wins.
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            let out = self.held[..at].to_owned();
+            self.held.clear();
+            return StopScan::Stopped(out);
+        }
+        // Hold back the longest tail that is a proper prefix of a stop string:
+        // any earlier start cannot begin a match, whatever comes next.
+        let split = self
+            .held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| {
+                let tail = &self.held[i..];
+                self.stops.iter().any(|s| s.starts_with(tail))
+            })
+            .unwrap_or(self.held.len());
+        let out = self.held[..split].to_owned();
+        self.held.drain(..split);
+        StopScan::Continue(out)
+    }
+
+    /// The stream ended without a stop string: the held-back text is text.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Text held back now.
+    pub fn held(&self) -> &str {
+        &self.held
+    }
+}
+
+/// One sequence's output side.
+struct Stream {
+    decoder: IncrementalDecoder,
+    matcher: StopMatcher,
+    sender: UnboundedSender<Event>,
+    /// Tokens whose text was sent (up to and including the one that
+    /// completed a stop string).
+    tokens: usize,
+    /// A stop string was seen; later tokens (already in flight) are dropped.
+    stopped: bool,
+}
+
+impl Stream {
+    fn send(&self, event: Event) {
+        // A closed channel means the client left; the Scheduler notices it
+        // on its own and cancels the sequence.
+        let _ = self.sender.send(event);
+    }
+}
+
+pub struct Detokenizer {
+    tokenizer: Arc<Tokenizer>,
+    scheduler: Recipient<StopSequence>,
+    streams: HashMap<SeqId, Stream>,
+}
+
+impl Detokenizer {
+    pub fn new(tokenizer: Arc<Tokenizer>, scheduler: Recipient<StopSequence>) -> Self {
+        Self {
+            tokenizer,
+            scheduler,
+            streams: HashMap::new(),
+        }
+    }
+
+    fn on_token(
+        &mut self,
+        id: SeqId,
+        token: u32,
+        logprobs: Option<crate::scheduler::TokenLogprobs>,
+    ) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.stopped {
+            return;
+        }
+        let piece = stream
+            .decoder
+            .push(&self.tokenizer, token)
+            .unwrap_or_else(|e| {
+                // The model's vocabulary can be wider than the tokenizer's:
+                // such an id has no text.
+                tracing::warn!("sequence {id}: token {token} has no text: {e}");
+                String::new()
+            });
+        stream.tokens += 1;
+        let text = match stream.matcher.push(&piece) {
+            StopScan::Continue(text) => text,
+            StopScan::Stopped(text) => {
+                stream.stopped = true;
+                self.scheduler.do_send(StopSequence { id });
+                text
+            }
+        };
+        stream.send(Event::Delta {
+            text,
+            token_ids: vec![token],
+            logprobs: logprobs.into_iter().collect(),
+        });
+    }
+
+    fn on_finished(&mut self, id: SeqId, reason: FinishReason, mut usage: crate::scheduler::Usage) {
+        let Some(mut stream) = self.streams.remove(&id) else {
+            return;
+        };
+        if !stream.stopped {
+            let tail = stream.decoder.finish();
+            let text = match stream.matcher.push(&tail) {
+                StopScan::Continue(mut text) => {
+                    text.push_str(&stream.matcher.flush());
+                    text
+                }
+                StopScan::Stopped(text) => {
+                    stream.stopped = true;
+                    text
+                }
+            };
+            if !text.is_empty() {
+                stream.send(Event::Delta {
+                    text,
+                    token_ids: Vec::new(),
+                    logprobs: Vec::new(),
+                });
+            }
+        }
+        let reason = if stream.stopped {
+            // Tokens sampled after the stop string were never sent.
+            usage.completion_tokens = stream.tokens;
+            FinishReason::Stop
+        } else {
+            reason
+        };
+        stream.send(Event::Finished { reason, usage });
+    }
+}
+
+impl Actor for Detokenizer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Register> for Detokenizer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        let out = msg.output;
+        self.streams.insert(
+            msg.id,
+            Stream {
+                decoder: IncrementalDecoder::new(!out.keep_special),
+                matcher: StopMatcher::new(&out.stop),
+                sender: out.sender,
+                tokens: 0,
+                stopped: false,
+            },
+        );
+    }
+}
+
+impl Handler<Emit> for Detokenizer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
+        for event in msg.events {
+            match event {
+                SeqEvent::Token {
+                    id,
+                    token,
+                    logprobs,
+                } => self.on_token(id, token, logprobs),
+                SeqEvent::Finished { id, reason, usage } => self.on_finished(id, reason, usage),
+            }
+        }
+    }
+}
+
+impl Handler<Fail> for Detokenizer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fail, _: &mut Context<Self>) {
+        for id in msg.ids {
+            if let Some(stream) = self.streams.remove(&id) {
+                stream.send(Event::Error(msg.error.clone()));
+            }
+        }
+    }
+}
+
+impl Handler<Forget> for Detokenizer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        self.streams.remove(&msg.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(stops: &[&str]) -> StopMatcher {
+        StopMatcher::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    /// Feeds pieces; returns the text sent and whether a stop string ended it.
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut m = matcher(stops);
+        let mut out = String::new();
+        for p in pieces {
+            match m.push(p) {
+                StopScan::Continue(t) => out.push_str(&t),
+                StopScan::Stopped(t) => {
+                    out.push_str(&t);
+                    return (out, true);
+                }
+            }
+        }
+        out.push_str(&m.flush());
+        (out, false)
+    }
+
+    #[test]
+    fn no_stop_strings_passes_everything_through() {
+        let mut m = matcher(&[]);
+        assert_eq!(m.push("abc"), StopScan::Continue("abc".into()));
+        assert_eq!(m.held(), "");
+        assert_eq!(run(&[""], &["a", "b"]), ("ab".into(), false));
+    }
+
+    #[test]
+    fn stop_inside_one_piece_cuts_before_it() {
+        assert_eq!(
+            run(&["STOP"], &["hello STOP world"]),
+            ("hello ".into(), true)
+        );
+    }
+
+    #[test]
+    fn stop_split_across_pieces_is_never_sent() {
+        let mut m = matcher(&["</end>"]);
+        assert_eq!(m.push("text </"), StopScan::Continue("text ".into()));
+        assert_eq!(m.held(), "</");
+        assert_eq!(m.push("en"), StopScan::Continue(String::new()));
+        assert_eq!(m.held(), "</en");
+        assert_eq!(m.push("d> more"), StopScan::Stopped(String::new()));
+    }
+
+    #[test]
+    fn a_false_start_is_released_when_it_cannot_match() {
+        let mut m = matcher(&["abc"]);
+        assert_eq!(m.push("xab"), StopScan::Continue("x".into()));
+        assert_eq!(m.push("d"), StopScan::Continue("abd".into()));
+        assert_eq!(m.held(), "");
+        // "aab": the tail "ab" may still start "abc", the first "a" may not.
+        assert_eq!(m.push("aab"), StopScan::Continue("a".into()));
+        assert_eq!(m.held(), "ab");
+        assert_eq!(m.flush(), "ab");
+    }
+
+    #[test]
+    fn overlapping_prefix_is_found() {
+        // "aab" + "c": the match starts at the second 'a'.
+        assert_eq!(
+            run(&["abc"], &["a", "a", "b", "c", "z"]),
+            ("a".into(), true)
+        );
+    }
+
+    #[test]
+    fn earliest_of_several_stop_strings_wins() {
+        assert_eq!(
+            run(&["world", "lo w"], &["hel", "lo wor", "ld"]),
+            ("hel".into(), true)
+        );
+        assert_eq!(run(&["xyz", "b"], &["abc"]), ("a".into(), true));
+    }
+
+    #[test]
+    fn held_text_is_flushed_at_the_end() {
+        assert_eq!(
+            run(&["STOP"], &["the end S", "T"]),
+            ("the end ST".into(), false)
+        );
+    }
+
+    #[test]
+    fn multibyte_text_is_split_on_char_boundaries() {
+        // The stop string starts with the same character as the text's end.
+        let mut m = matcher(&["é!"]);
+        assert_eq!(m.push("café"), StopScan::Continue("caf".into()));
+        assert_eq!(m.held(), "é");
+        assert_eq!(m.push("?"), StopScan::Continue("é?".into()));
+        assert_eq!(
+            run(&["日本"], &["今日は日", "本語"]),
+            ("今日は".into(), true)
+        );
+    }
+
+    #[test]
+    fn every_split_of_a_text_gives_the_same_result() {
+        let text = "one two <stop> three";
+        let stops = ["<stop>", "zzz"];
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let pieces = [&text[..a], &text[a..b], &text[b..]];
+                assert_eq!(
+                    run(&stops, &pieces),
+                    ("one two ".into(), true),
+                    "split at {a}, {b}"
+                );
+            }
+        }
+    }
+}

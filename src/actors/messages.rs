@@ -1,0 +1,131 @@
+//! The messages the actors exchange, in one place so each actor's file shows
+//! only its state and behaviour. Every message is plain owned data (ids,
+//! token vectors, channel senders, an `Arc` of an immutable batch): nothing
+//! here gives one actor a handle into another's state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Message;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::backend::{
+    BackendError, Event, GenerateRequest, MetricsSnapshot, PromptInput, RequestId,
+};
+use crate::model::shard::{ShardInput, ShardOutput};
+use crate::scheduler::{BatchInput, ScheduleError, SeqEvent, SeqId};
+
+/// Intake: queue a generation request. Resolves once the scheduler accepted
+/// (or refused) it.
+#[derive(Message)]
+#[rtype(result = "Result<(RequestId, UnboundedReceiver<Event>), BackendError>")]
+pub struct Submit {
+    pub request: GenerateRequest,
+}
+
+/// Scheduler to Intake: how many accepted requests wait for their first
+/// step, so Intake can apply its admission limit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WaitingChanged {
+    pub waiting: usize,
+}
+
+/// Tokenizer pool: the token ids of a prompt.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u32>, BackendError>")]
+pub struct Tokenize {
+    pub prompt: PromptInput,
+    /// Reject a prompt that leaves no room in the context window (for
+    /// generation; a plain `/tokenize` only counts).
+    pub check_context: bool,
+}
+
+/// Tokenizer pool: the text of token ids (special tokens included).
+#[derive(Message)]
+#[rtype(result = "Result<String, BackendError>")]
+pub struct Detokenize {
+    pub ids: Vec<u32>,
+}
+
+/// How a sequence's output is turned into events: what the Detokenizer
+/// needs besides the tokens.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub stop: Vec<String>,
+    pub keep_special: bool,
+    pub sender: UnboundedSender<Event>,
+}
+
+/// Intake to Scheduler: a tokenized request. Refused with the reason when it
+/// could never run (longer than the context, bigger than the whole cache).
+#[derive(Message)]
+#[rtype(result = "Result<(), ScheduleError>")]
+pub struct AddSequence {
+    pub id: SeqId,
+    pub prompt: Vec<u32>,
+    /// Sampling, limits and stop conditions (its prompt, tokenized, is `prompt`).
+    pub request: GenerateRequest,
+    pub output: OutputSpec,
+    /// When Intake received the request (time to first token counts from here).
+    pub received: Instant,
+}
+
+/// Ends a request early on the client's behalf.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    pub id: SeqId,
+}
+
+/// Detokenizer to Scheduler: a stop string was seen; finish the sequence.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopSequence {
+    pub id: SeqId,
+}
+
+#[derive(Message)]
+#[rtype(result = "MetricsSnapshot")]
+pub struct GetMetrics;
+
+/// One model step through one shard. The batch is shared by every shard of
+/// the step (it is immutable); the input is the previous shard's hidden
+/// states, or `Tokens` for the first.
+#[derive(Message)]
+#[rtype(result = "Result<ShardOutput, String>")]
+pub struct RunStep {
+    pub batch: Arc<BatchInput>,
+    pub input: ShardInput,
+}
+
+/// Scheduler to Detokenizer: a sequence was accepted; where its events go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register {
+    pub id: SeqId,
+    pub output: OutputSpec,
+}
+
+/// Scheduler to Detokenizer: what one step (or a cancel / stop) did.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit {
+    pub events: Vec<SeqEvent>,
+}
+
+/// Scheduler to Detokenizer: these sequences failed; send each the error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fail {
+    pub ids: Vec<SeqId>,
+    pub error: BackendError,
+}
+
+/// Scheduler to Detokenizer: the client went away; drop the sequence's state
+/// without sending anything.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    pub id: SeqId,
+}

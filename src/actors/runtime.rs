@@ -1,0 +1,232 @@
+//! The runtime: starts and wires the actors, and implements [`Backend`] on
+//! top of their addresses. It owns only addresses, the model card and the
+//! threads it started (one per shard, one for the Detokenizer), which stop
+//! when the runtime is dropped; every request-level decision is an actor's.
+//!
+//! Wiring, with the cycles closed by creating contexts before the actors:
+//! Intake -> Tokenizer pool, Intake -> Scheduler (AddSequence);
+//! Scheduler -> Shards (RunStep), Scheduler -> Detokenizer (events),
+//! Scheduler -> Intake (how many wait; a weak link, so dropping the runtime
+//! lets Intake, then the Scheduler, stop); Detokenizer -> Scheduler (stop
+//! strings); Detokenizer -> each request's channel.
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
+use tokio::sync::mpsc;
+
+use super::detokenizer::Detokenizer;
+use super::intake::Intake;
+use super::messages::{Cancel, Detokenize, GetMetrics, RunStep, Submit, Tokenize};
+use super::scheduler::SchedulerActor;
+use super::shard::ShardActor;
+use super::tokenizer::TokenizerWorker;
+use crate::backend::{
+    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    PromptInput, RequestId,
+};
+use crate::engine::LoadedModel;
+use crate::kv::BlockPool;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::tokenizer::{ChatTemplate, Tokenizer};
+
+/// Serving settings that are not the model's.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Most accepted requests not yet running; more get `QueueFull` (429).
+    pub max_queue: usize,
+    /// Threads tokenizing prompts.
+    pub tokenizer_threads: usize,
+    /// The name clients pass as `model`; the model's own name when `None`.
+    pub served_model_name: Option<String>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            max_queue: 256,
+            tokenizer_threads: 2,
+            served_model_name: None,
+        }
+    }
+}
+
+/// What the actors need besides the shards: the pieces of a
+/// [`LoadedModel`], or of a stand-in model in tests.
+pub struct RuntimeParts {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub scheduler_config: SchedulerConfig,
+    pub num_blocks: usize,
+    pub block_size: usize,
+    /// The shards in layer order; the last one returns samples.
+    pub shards: Vec<Recipient<RunStep>>,
+    pub card: ModelCard,
+}
+
+pub struct Runtime {
+    intake: Addr<Intake>,
+    tokenizer: Addr<TokenizerWorker>,
+    scheduler: Addr<SchedulerActor>,
+    card: ModelCard,
+    threads: Vec<Arbiter>,
+}
+
+impl Runtime {
+    /// Starts the actors around a loaded model: each shard on its own
+    /// thread. Must be called inside a running actix `System`; the
+    /// Scheduler and Intake run on the current arbiter.
+    pub fn start(loaded: LoadedModel, opts: RuntimeOptions) -> Runtime {
+        let info = loaded.info;
+        let card = ModelCard {
+            id: opts
+                .served_model_name
+                .clone()
+                .unwrap_or_else(|| info.name.clone()),
+            path: info.path.display().to_string(),
+            max_model_len: info.max_model_len,
+            adapters: info.adapters.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let mut threads = Vec::new();
+        let shards = loaded
+            .shards
+            .into_iter()
+            .map(|shard| {
+                let thread = Arbiter::new();
+                let addr =
+                    ShardActor::start_in_arbiter(&thread.handle(), move |_| ShardActor::new(shard));
+                threads.push(thread);
+                addr.recipient()
+            })
+            .collect();
+        let parts = RuntimeParts {
+            tokenizer: loaded.tokenizer,
+            template: loaded.template,
+            scheduler_config: loaded.scheduler_config,
+            num_blocks: info.num_blocks as usize,
+            block_size: info.block_size as usize,
+            shards,
+            card,
+        };
+        let mut rt = Self::start_parts(parts, opts);
+        rt.threads.extend(threads);
+        rt
+    }
+
+    /// Starts the actors around shards someone else runs (a stand-in model
+    /// in tests). Must be called inside a running actix `System`.
+    pub fn start_parts(parts: RuntimeParts, opts: RuntimeOptions) -> Runtime {
+        let tokenizer = Arc::new(parts.tokenizer);
+        let template = Arc::new(parts.template);
+        let max_model_len = parts.scheduler_config.max_model_len;
+        let stop_ids = tokenizer.stop_ids().to_vec();
+
+        let intake_ctx = Context::<Intake>::new();
+        let scheduler_ctx = Context::<SchedulerActor>::new();
+
+        let detok_thread = Arbiter::new();
+        let detok = {
+            let tokenizer = tokenizer.clone();
+            let scheduler = scheduler_ctx.address().recipient();
+            Detokenizer::start_in_arbiter(&detok_thread.handle(), move |_| {
+                Detokenizer::new(tokenizer, scheduler)
+            })
+        };
+        let tokenizer_pool = {
+            let tokenizer = tokenizer.clone();
+            SyncArbiter::start(opts.tokenizer_threads.max(1), move || {
+                TokenizerWorker::new(tokenizer.clone(), template.clone(), max_model_len)
+            })
+        };
+        let core = Scheduler::new(
+            parts.scheduler_config,
+            BlockPool::new(parts.num_blocks, parts.block_size),
+        );
+        let scheduler = scheduler_ctx.run(SchedulerActor::new(
+            core,
+            stop_ids,
+            parts.shards,
+            detok,
+            intake_ctx.address().downgrade().recipient(),
+        ));
+        let intake = intake_ctx.run(Intake::new(
+            tokenizer_pool.clone(),
+            scheduler.clone().recipient(),
+            opts.max_queue,
+        ));
+        tracing::info!(
+            "runtime started: model {}, context {} tokens, {} blocks of {}",
+            parts.card.id,
+            max_model_len,
+            parts.num_blocks,
+            parts.block_size
+        );
+        Runtime {
+            intake,
+            tokenizer: tokenizer_pool,
+            scheduler,
+            card: parts.card,
+            threads: vec![detok_thread],
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // The shards hold the device memory: let their threads end.
+        for thread in &self.threads {
+            thread.stop();
+        }
+    }
+}
+
+fn gone() -> BackendError {
+    BackendError::Unavailable("the runtime is shutting down".into())
+}
+
+impl Backend for Runtime {
+    fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
+        let sent = self.intake.send(Submit { request });
+        Box::pin(async move { sent.await.map_err(|_| gone())? })
+    }
+
+    fn cancel(&self, id: RequestId) -> BoxFuture<'_, ()> {
+        let sent = self.scheduler.send(Cancel { id });
+        Box::pin(async move {
+            let _ = sent.await;
+        })
+    }
+
+    fn tokenize(&self, prompt: PromptInput) -> BoxFuture<'_, Result<Vec<u32>, BackendError>> {
+        let sent = self.tokenizer.send(Tokenize {
+            prompt,
+            check_context: false,
+        });
+        Box::pin(async move { sent.await.map_err(|_| gone())? })
+    }
+
+    fn detokenize(&self, ids: Vec<u32>) -> BoxFuture<'_, Result<String, BackendError>> {
+        let sent = self.tokenizer.send(Detokenize { ids });
+        Box::pin(async move { sent.await.map_err(|_| gone())? })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, MetricsSnapshot> {
+        let sent = self.scheduler.send(GetMetrics);
+        Box::pin(async move { sent.await.unwrap_or_default() })
+    }
+
+    fn model(&self) -> ModelCard {
+        self.card.clone()
+    }
+
+    fn ready(&self) -> bool {
+        self.intake.connected() && self.scheduler.connected()
+    }
+}

@@ -1,0 +1,384 @@
+//! The Scheduler actor: the single owner of every sequence, of the KV block
+//! pool (inside the core [`Scheduler`]) and of the step loop. Whenever it has
+//! work and no step is in flight it drops the sequences whose client went
+//! away, plans a step, sends it through the shards in order (shard 0's hidden
+//! states to shard 1, ...), applies the last shard's samples, and forwards
+//! what happened to the Detokenizer. It keeps each sequence's response
+//! sender only to see a closed channel; it never sends text (that is the
+//! Detokenizer's job) and never touches a shard's or another actor's state.
+//!
+//! The core uses `Rc` inside, so this actor is not `Send`: it must be
+//! started on the current arbiter (`Actor::start`), never moved to another.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WeakRecipient,
+    WrapFuture,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::detokenizer::Detokenizer;
+use super::messages::{
+    AddSequence, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StopSequence,
+    WaitingChanged,
+};
+use crate::backend::{BackendError, Event, GenerateRequest, MetricsSnapshot};
+use crate::model::shard::{ShardInput, ShardOutput};
+use crate::scheduler::{
+    BatchInput, FinishReason, SampleOutput, ScheduleError, Scheduler, SeqEvent, SeqId, SeqRequest,
+};
+
+/// The core's request for a [`GenerateRequest`]: no `max_tokens` means up
+/// to the end of the context window; the model's stop ids end it unless
+/// the request ignores EOS (the core checks `ignore_eos`).
+pub fn seq_request(
+    prompt: Vec<u32>,
+    request: &GenerateRequest,
+    stop_ids: &[u32],
+    max_model_len: usize,
+) -> SeqRequest {
+    let max_tokens = request
+        .max_tokens
+        .unwrap_or_else(|| max_model_len.saturating_sub(prompt.len()));
+    SeqRequest {
+        prompt,
+        sampling: request.sampling.clone(),
+        max_tokens,
+        stop_ids: stop_ids.to_vec(),
+        ignore_eos: request.ignore_eos,
+        logprobs: request.logprobs,
+    }
+}
+
+/// Runs one step through every shard in order; the last one's samples.
+async fn run_shards(
+    shards: Vec<Recipient<RunStep>>,
+    batch: Arc<BatchInput>,
+) -> Result<Vec<SampleOutput>, String> {
+    let mut input = ShardInput::Tokens;
+    for (i, shard) in shards.iter().enumerate() {
+        let out = shard
+            .send(RunStep {
+                batch: batch.clone(),
+                input,
+            })
+            .await
+            .map_err(|e| format!("shard {i} is not running: {e}"))??;
+        match out {
+            ShardOutput::Hidden(h) => input = ShardInput::Hidden(h),
+            ShardOutput::Samples(s) => return Ok(s),
+        }
+    }
+    Err("the last shard returned hidden states instead of samples".into())
+}
+
+/// What the actor keeps per sequence besides the core's state.
+struct Tracked {
+    /// Watched only for `is_closed()`: a dropped receiver cancels.
+    sender: UnboundedSender<Event>,
+    received: Instant,
+    last_token: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    prompt_tokens: u64,
+    finished: u64,
+    cancelled: u64,
+    failed: u64,
+    ttft_sum: f64,
+    ttft_count: u64,
+    tpot_sum: f64,
+    tpot_count: u64,
+}
+
+pub struct SchedulerActor {
+    core: Scheduler,
+    /// The model's end-of-generation ids (EOS, end-of-turn).
+    stop_ids: Vec<u32>,
+    shards: Vec<Recipient<RunStep>>,
+    detokenizer: Addr<Detokenizer>,
+    /// Weak: Intake lives as long as the runtime holds it, not longer.
+    intake: WeakRecipient<WaitingChanged>,
+    seqs: HashMap<SeqId, Tracked>,
+    /// A step is with the shards; the next waits for its result.
+    stepping: bool,
+    /// A retry of an empty schedule is pending.
+    retry_pending: bool,
+    last_waiting: usize,
+    counters: Counters,
+}
+
+impl SchedulerActor {
+    pub fn new(
+        core: Scheduler,
+        stop_ids: Vec<u32>,
+        shards: Vec<Recipient<RunStep>>,
+        detokenizer: Addr<Detokenizer>,
+        intake: WeakRecipient<WaitingChanged>,
+    ) -> Self {
+        Self {
+            core,
+            stop_ids,
+            shards,
+            detokenizer,
+            intake,
+            seqs: HashMap::new(),
+            stepping: false,
+            retry_pending: false,
+            last_waiting: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Cancels every sequence whose client dropped its receiver.
+    fn reap_closed(&mut self) {
+        let gone: Vec<SeqId> = self
+            .seqs
+            .iter()
+            .filter(|(_, t)| t.sender.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.seqs.remove(&id);
+            if self.core.cancel(id).is_some() {
+                self.counters.cancelled += 1;
+            }
+            self.detokenizer.do_send(Forget { id });
+            tracing::debug!("sequence {id}: client gone, cancelled");
+        }
+    }
+
+    fn report_waiting(&mut self) {
+        let waiting = self.core.num_waiting();
+        if waiting != self.last_waiting {
+            self.last_waiting = waiting;
+            if let Some(intake) = self.intake.upgrade() {
+                intake.do_send(WaitingChanged { waiting });
+            }
+        }
+    }
+
+    /// Starts a step if there is work and none is in flight.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.stepping {
+            return;
+        }
+        self.reap_closed();
+        let batch = self.core.schedule();
+        self.report_waiting();
+        let Some(batch) = batch else {
+            if self.core.has_work() && !self.retry_pending {
+                // Nothing fits this instant (cannot happen with a consistent
+                // pool, but a stalled loop would hang every request).
+                self.retry_pending = true;
+                ctx.run_later(Duration::from_millis(5), |act, ctx| {
+                    act.retry_pending = false;
+                    act.kick(ctx);
+                });
+            }
+            return;
+        };
+        self.stepping = true;
+        let fut = run_shards(self.shards.clone(), Arc::new(batch));
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.stepping = false;
+            act.step_done(result);
+            act.kick(ctx);
+        }));
+    }
+
+    fn step_done(&mut self, result: Result<Vec<SampleOutput>, String>) {
+        match result {
+            Ok(samples) => {
+                let events = self.core.update(samples);
+                self.observe(&events);
+                if !events.is_empty() {
+                    self.detokenizer.do_send(Emit { events });
+                }
+            }
+            Err(message) => {
+                tracing::error!("model step failed: {message}");
+                let ids: Vec<SeqId> = self
+                    .core
+                    .abort_in_flight()
+                    .into_iter()
+                    .filter(|id| self.seqs.remove(id).is_some())
+                    .collect();
+                self.counters.failed += ids.len() as u64;
+                self.detokenizer.do_send(Fail {
+                    ids,
+                    error: BackendError::Engine(message),
+                });
+            }
+        }
+    }
+
+    /// Updates the timing and outcome counters from a step's events.
+    fn observe(&mut self, events: &[SeqEvent]) {
+        let now = Instant::now();
+        for event in events {
+            match event {
+                SeqEvent::Token { id, .. } => {
+                    let Some(t) = self.seqs.get_mut(id) else {
+                        continue;
+                    };
+                    match t.last_token {
+                        None => {
+                            self.counters.ttft_sum += (now - t.received).as_secs_f64();
+                            self.counters.ttft_count += 1;
+                        }
+                        Some(last) => {
+                            self.counters.tpot_sum += (now - last).as_secs_f64();
+                            self.counters.tpot_count += 1;
+                        }
+                    }
+                    t.last_token = Some(now);
+                }
+                SeqEvent::Finished { id, reason, .. } => {
+                    self.seqs.remove(id);
+                    match reason {
+                        FinishReason::Cancelled => self.counters.cancelled += 1,
+                        _ => self.counters.finished += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a sequence at the client's or the Detokenizer's request and
+    /// tells the Detokenizer, which sends the final event.
+    fn end(&mut self, id: SeqId, reason: FinishReason) {
+        let Some(usage) = self.core.cancel(id) else {
+            return;
+        };
+        let events = vec![SeqEvent::Finished { id, reason, usage }];
+        self.observe(&events);
+        self.detokenizer.do_send(Emit { events });
+        self.report_waiting();
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<AddSequence> for SchedulerActor {
+    type Result = Result<(), ScheduleError>;
+
+    fn handle(&mut self, msg: AddSequence, ctx: &mut Context<Self>) -> Self::Result {
+        let prompt_len = msg.prompt.len() as u64;
+        let req = seq_request(
+            msg.prompt,
+            &msg.request,
+            &self.stop_ids,
+            self.core.config().max_model_len,
+        );
+        self.core.add(msg.id, req)?;
+        self.counters.prompt_tokens += prompt_len;
+        self.seqs.insert(
+            msg.id,
+            Tracked {
+                sender: msg.output.sender.clone(),
+                received: msg.received,
+                last_token: None,
+            },
+        );
+        // Sent before any of its tokens: one mailbox keeps the order.
+        self.detokenizer.do_send(Register {
+            id: msg.id,
+            output: msg.output,
+        });
+        self.report_waiting();
+        self.kick(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Cancel> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) {
+        // Safe while a step is in flight: `update` skips a sequence that is
+        // gone, and its freed blocks are handed out only by the next
+        // `schedule`, after this step.
+        self.end(msg.id, FinishReason::Cancelled);
+    }
+}
+
+impl Handler<StopSequence> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopSequence, _: &mut Context<Self>) {
+        self.end(msg.id, FinishReason::Stop);
+    }
+}
+
+impl Handler<GetMetrics> for SchedulerActor {
+    type Result = actix::MessageResult<GetMetrics>;
+
+    fn handle(&mut self, _: GetMetrics, _: &mut Context<Self>) -> Self::Result {
+        let stats = self.core.stats();
+        let pool = self.core.pool();
+        let ps = pool.stats();
+        let c = &self.counters;
+        actix::MessageResult(MetricsSnapshot {
+            requests_running: self.core.num_running(),
+            requests_waiting: self.core.num_waiting(),
+            kv_blocks_used: pool.num_used(),
+            kv_blocks_total: pool.num_blocks(),
+            preemptions_total: stats.preemptions,
+            prefix_cache_queries_total: ps.cache_queries,
+            prefix_cache_hits_total: ps.cache_hits,
+            prompt_tokens_total: c.prompt_tokens,
+            generation_tokens_total: stats.generation_tokens,
+            requests_finished_total: c.finished,
+            requests_cancelled_total: c.cancelled,
+            requests_failed_total: c.failed,
+            steps_total: stats.steps,
+            ttft_seconds_sum: c.ttft_sum,
+            ttft_seconds_count: c.ttft_count,
+            tpot_seconds_sum: c.tpot_sum,
+            tpot_seconds_count: c.tpot_count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::PromptInput;
+    use crate::model::sampling::SamplingParams;
+
+    fn request(max_tokens: Option<usize>, ignore_eos: bool) -> GenerateRequest {
+        GenerateRequest {
+            prompt: PromptInput::Ids(vec![1, 2, 3]),
+            sampling: SamplingParams::greedy(),
+            max_tokens,
+            stop: Vec::new(),
+            ignore_eos,
+            logprobs: Some(2),
+            keep_special: false,
+        }
+    }
+
+    #[test]
+    fn max_tokens_defaults_to_the_rest_of_the_context() {
+        let r = seq_request(vec![5; 10], &request(None, false), &[2], 64);
+        assert_eq!(r.max_tokens, 54);
+        assert_eq!(r.stop_ids, vec![2]);
+        assert_eq!(r.logprobs, Some(2));
+        let r = seq_request(vec![5; 10], &request(Some(7), true), &[2], 64);
+        assert_eq!(r.max_tokens, 7);
+        assert!(r.ignore_eos);
+        // A prompt filling the context asks for nothing (the core refuses it
+        // with the numbers).
+        assert_eq!(
+            seq_request(vec![5; 70], &request(None, false), &[], 64).max_tokens,
+            0
+        );
+    }
+}

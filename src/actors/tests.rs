@@ -1,0 +1,456 @@
+//! The actors wired together around a stand-in model, without a GPU: a mock
+//! shard that keeps a real paged "KV cache" of token ids and predicts from
+//! the history it reads back through the block tables, and a byte-level
+//! tokenizer with one token per byte (so every multi-byte character is split
+//! across tokens). These check the runtime's mechanics quickly; the real
+//! model is exercised in `tests/runtime.rs`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Arbiter, Context, Handler};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::messages::RunStep;
+use super::{Runtime, RuntimeOptions, RuntimeParts};
+use crate::backend::{Backend, BackendError, Event, GenerateRequest, ModelCard, PromptInput};
+use crate::model::sampling::SamplingParams;
+use crate::model::shard::ShardOutput;
+use crate::scheduler::{FinishReason, SampleOutput, SchedulerConfig, Usage};
+use crate::tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
+
+/// What the mock model writes, one byte per position: output token at
+/// position `p` is `SCRIPT[p % len]`.
+const SCRIPT: &str = "héllo wörld 日本! ";
+const EOS: u32 = 256;
+/// A prompt starting with this byte makes the model fail its step.
+const POISON: u8 = b'#';
+const BLOCK: usize = 4;
+
+fn byte_level_char(b: u8) -> char {
+    // GPT-2's bytes-to-unicode table.
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        return char::from(b);
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("valid")
+}
+
+fn tokenizer() -> Tokenizer {
+    let mut tokens: Vec<String> = (0..=255u8)
+        .map(|b| byte_level_char(b).to_string())
+        .collect();
+    tokens.push("<|im_end|>".into());
+    // The loader wants at least one merge: two control bytes no test sends.
+    let (c0, c1) = (byte_level_char(0), byte_level_char(1));
+    tokens.push(format!("{c0}{c1}"));
+    let mut types = vec![1; 256];
+    types.extend([3, 1]);
+    Tokenizer::from_vocab(GgufVocab {
+        model: "gpt2".into(),
+        pre: Some("gpt2".into()),
+        tokens,
+        token_types: types,
+        merges: vec![format!("{c0} {c1}")],
+        eos_id: Some(EOS),
+        ..GgufVocab::default()
+    })
+    .expect("the byte-level test vocabulary builds")
+}
+
+struct MockShard {
+    /// slot -> token id, as a real cache would hold K/V.
+    cache: HashMap<u32, u32>,
+    steps: usize,
+}
+
+impl Actor for MockShard {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunStep> for MockShard {
+    type Result = Result<ShardOutput, String>;
+
+    fn handle(&mut self, msg: RunStep, _: &mut Context<Self>) -> Self::Result {
+        let b = &msg.batch;
+        self.steps += 1;
+        // Slow enough that messages interleave with steps, as on a GPU.
+        std::thread::sleep(Duration::from_millis(3));
+        for (i, &t) in b.tokens.iter().enumerate() {
+            self.cache.insert(b.slot_mapping[i], t);
+        }
+        let script = SCRIPT.as_bytes();
+        let mut out = Vec::new();
+        for s in &b.samples {
+            let r = s.row as usize;
+            let table = &b.block_tables[b.seq_of_token[r] as usize];
+            let pos = b.positions[r] as usize;
+            let mut history = Vec::new();
+            for p in 0..=pos {
+                let slot = table[p / BLOCK] * BLOCK as u32 + (p % BLOCK) as u32;
+                match self.cache.get(&slot) {
+                    Some(&t) => history.push(t),
+                    None => return Err(format!("position {p} was never written")),
+                }
+            }
+            if history[0] == u32::from(POISON) {
+                return Err("poisoned prompt".into());
+            }
+            let next = u32::from(script[(pos + 1) % script.len()]);
+            let logits = s.want_logits.then(|| {
+                let mut l = vec![-10.0f32; 257];
+                l[next as usize] = 10.0;
+                l
+            });
+            out.push(SampleOutput {
+                argmax: next,
+                logits,
+            });
+        }
+        Ok(ShardOutput::Samples(out))
+    }
+}
+
+/// The runtime around a mock shard on its own thread.
+fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
+    let thread = Arbiter::new();
+    let shard = MockShard::start_in_arbiter(&thread.handle(), |_| MockShard {
+        cache: HashMap::new(),
+        steps: 0,
+    });
+    let parts = RuntimeParts {
+        tokenizer: tokenizer(),
+        template: ChatTemplate::chatml(),
+        scheduler_config: SchedulerConfig {
+            max_num_batched_tokens: 64,
+            max_num_seqs: 8,
+            max_model_len: 512,
+            watermark_blocks: 1,
+            enable_prefix_caching: true,
+        },
+        num_blocks,
+        block_size: BLOCK,
+        shards: vec![shard.recipient()],
+        card: ModelCard {
+            id: "mock".into(),
+            path: "mock".into(),
+            max_model_len: 512,
+            adapters: Vec::new(),
+            created: 0,
+        },
+    };
+    let opts = RuntimeOptions {
+        max_queue,
+        tokenizer_threads: 1,
+        served_model_name: None,
+    };
+    (Runtime::start_parts(parts, opts), thread)
+}
+
+fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: PromptInput::Text(prompt.into()),
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(max_tokens),
+        stop: Vec::new(),
+        ignore_eos: false,
+        logprobs: None,
+        keep_special: false,
+    }
+}
+
+/// What the mock writes after a prompt of `prompt_len` bytes.
+fn expected(prompt_len: usize, n: usize) -> Vec<u8> {
+    let s = SCRIPT.as_bytes();
+    (prompt_len..prompt_len + n)
+        .map(|p| s[p % s.len()])
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct Collected {
+    deltas: Vec<String>,
+    ids: Vec<u32>,
+    end: Option<Event>,
+}
+
+impl Collected {
+    fn text(&self) -> String {
+        self.deltas.concat()
+    }
+
+    fn finished(&self) -> (FinishReason, Usage) {
+        match &self.end {
+            Some(Event::Finished { reason, usage }) => (*reason, *usage),
+            other => panic!("expected Finished, got {other:?}"),
+        }
+    }
+}
+
+async fn collect(mut rx: UnboundedReceiver<Event>) -> Collected {
+    let mut c = Collected::default();
+    let deadline = Duration::from_secs(20);
+    while let Ok(Some(event)) = tokio::time::timeout(deadline, rx.recv()).await {
+        match event {
+            Event::Delta {
+                text, token_ids, ..
+            } => {
+                c.deltas.push(text);
+                c.ids.extend(token_ids);
+            }
+            end => {
+                c.end = Some(end);
+                break;
+            }
+        }
+    }
+    c
+}
+
+/// Polls the metrics until `done` holds (or panics after a while).
+async fn wait_for(
+    rt: &Runtime,
+    what: &str,
+    done: impl Fn(&crate::backend::MetricsSnapshot) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        let m = rt.metrics().await;
+        if done(&m) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}: {m:?}");
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn streams_whole_characters_and_finishes_at_max_tokens() {
+    let (rt, _t) = start(8, 64);
+    assert!(rt.ready());
+    let (_, rx) = rt.submit(request("x", 20)).await.expect("accepted");
+    let c = collect(rx).await;
+    let want = expected(1, 20);
+    assert_eq!(
+        c.ids,
+        want.iter().map(|&b| u32::from(b)).collect::<Vec<_>>()
+    );
+    assert_eq!(c.text(), String::from_utf8_lossy(&want));
+    assert!(
+        c.deltas.iter().all(|d| !d.contains('\u{FFFD}')),
+        "a character was split: {:?}",
+        c.deltas
+    );
+    // "é" and the CJK characters span tokens: some tokens complete nothing.
+    assert!(c.deltas.iter().any(String::is_empty));
+    assert_eq!(
+        c.finished(),
+        (
+            FinishReason::Length,
+            Usage {
+                prompt_tokens: 1,
+                completion_tokens: 20,
+                cached_tokens: 0
+            }
+        )
+    );
+    wait_for(&rt, "idle", |m| {
+        m.requests_running == 0 && m.kv_blocks_used == 0 && m.requests_finished_total == 1
+    })
+    .await;
+    let m = rt.metrics().await;
+    assert_eq!(m.generation_tokens_total, 20);
+    assert_eq!(m.prompt_tokens_total, 1);
+    assert_eq!(m.ttft_seconds_count, 1);
+    assert_eq!(m.tpot_seconds_count, 19);
+}
+
+#[actix_rt::test]
+async fn stop_string_ends_the_text_right_before_it() {
+    let (rt, _t) = start(8, 64);
+    // The output starts "éllo wörld": the stop string spans five tokens.
+    let mut req = request("x", 40);
+    req.stop = vec!["wör".into(), "zzz".into()];
+    let (_, rx) = rt.submit(req).await.expect("accepted");
+    let c = collect(rx).await;
+    assert_eq!(c.text(), "éllo ");
+    let (reason, usage) = c.finished();
+    assert_eq!(reason, FinishReason::Stop);
+    // Up to the token completing "wör": é(2) l l o ' ' w ö(2) r.
+    assert_eq!(usage.completion_tokens, 10);
+    wait_for(&rt, "stopped sequence freed", |m| {
+        m.requests_running == 0 && m.kv_blocks_used == 0
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn dropped_receiver_cancels_within_a_step() {
+    let (rt, _t) = start(8, 64);
+    let (_, mut rx) = rt.submit(request("x", 200)).await.expect("accepted");
+    for _ in 0..3 {
+        assert!(matches!(rx.recv().await, Some(Event::Delta { .. })));
+    }
+    let before = rt.metrics().await;
+    assert_eq!(before.requests_running, 1);
+    assert!(before.kv_blocks_used > 0);
+    drop(rx);
+    wait_for(&rt, "cancel after drop", |m| {
+        m.requests_running == 0 && m.kv_blocks_used == 0 && m.requests_cancelled_total == 1
+    })
+    .await;
+    let after = rt.metrics().await;
+    assert!(
+        after.steps_total <= before.steps_total + 2,
+        "took {} steps",
+        after.steps_total - before.steps_total
+    );
+}
+
+#[actix_rt::test]
+async fn cancel_sends_cancelled_and_frees_blocks() {
+    let (rt, _t) = start(8, 64);
+    let (id, mut rx) = rt.submit(request("x", 200)).await.expect("accepted");
+    assert!(matches!(rx.recv().await, Some(Event::Delta { .. })));
+    rt.cancel(id).await;
+    let c = collect(rx).await;
+    assert_eq!(c.finished().0, FinishReason::Cancelled);
+    wait_for(&rt, "cancelled", |m| {
+        m.requests_running == 0 && m.kv_blocks_used == 0 && m.requests_cancelled_total == 1
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn new_request_joins_the_running_batch() {
+    let (rt, _t) = start(8, 64);
+    let (_, mut long) = rt.submit(request("x", 100)).await.expect("accepted");
+    for _ in 0..3 {
+        assert!(matches!(long.recv().await, Some(Event::Delta { .. })));
+    }
+    let (_, short) = rt.submit(request("yy", 3)).await.expect("accepted");
+    let short = collect(short).await;
+    assert_eq!(short.finished().0, FinishReason::Length);
+    assert_eq!(short.text(), String::from_utf8_lossy(&expected(2, 3)));
+    // The long one is still going.
+    let m = rt.metrics().await;
+    assert_eq!(m.requests_running, 1);
+    let long = collect(long).await;
+    assert_eq!(long.finished().1.completion_tokens, 100);
+    assert_eq!(long.ids.len(), 97);
+}
+
+#[actix_rt::test]
+async fn preempted_sequences_still_produce_the_same_text() {
+    // 12 blocks of 4 tokens; four sequences of 1 + 20 tokens need 24.
+    let (rt, _t) = start(16, 12);
+    let mut rxs = Vec::new();
+    for p in ["a", "bb", "ccc", "d"] {
+        rxs.push((
+            p.len(),
+            rt.submit(request(p, 20)).await.expect("accepted").1,
+        ));
+    }
+    for (len, rx) in rxs {
+        let c = collect(rx).await;
+        assert_eq!(c.finished().0, FinishReason::Length);
+        assert_eq!(c.text(), String::from_utf8_lossy(&expected(len, 20)));
+    }
+    let m = rt.metrics().await;
+    assert!(m.preemptions_total > 0, "{m:?}");
+    wait_for(&rt, "idle", |m| m.kv_blocks_used == 0).await;
+}
+
+#[actix_rt::test]
+async fn engine_failure_fails_its_step_and_serving_goes_on() {
+    let (rt, _t) = start(8, 64);
+    let (_, bad) = rt.submit(request("#bad", 5)).await.expect("accepted");
+    let bad = collect(bad).await;
+    match bad.end {
+        Some(Event::Error(BackendError::Engine(msg))) => assert!(msg.contains("poisoned"), "{msg}"),
+        other => panic!("expected an engine error, got {other:?}"),
+    }
+    let (_, good) = rt.submit(request("ok", 5)).await.expect("accepted");
+    assert_eq!(collect(good).await.finished().0, FinishReason::Length);
+    let m = rt.metrics().await;
+    assert_eq!(m.requests_failed_total, 1);
+    assert_eq!(m.kv_blocks_used, 0);
+}
+
+#[actix_rt::test]
+async fn admission_limits_and_prompt_checks() {
+    let (rt, _t) = start(2, 64);
+    // All three reach Intake before any is handed over: the third is over
+    // the limit of two.
+    let (a, b, c) = futures_util::join!(
+        rt.submit(request("a", 2)),
+        rt.submit(request("b", 2)),
+        rt.submit(request("c", 2))
+    );
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(c.err(), Some(BackendError::QueueFull(2)));
+    collect(a.unwrap().1).await;
+    collect(b.unwrap().1).await;
+    // Room again once they are handed over.
+    assert!(rt.submit(request("d", 1)).await.is_ok());
+
+    let err = rt
+        .submit(GenerateRequest {
+            prompt: PromptInput::Ids(vec![65; 512]),
+            ..request("", 1)
+        })
+        .await
+        .expect_err("too long");
+    let BackendError::InvalidRequest(msg) = err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("512") && msg.contains("context"), "{msg}");
+    // Prompt fits, but not with max_tokens: the scheduler's numbers.
+    let err = rt.submit(request("abcd", 600)).await.expect_err("too long");
+    let BackendError::InvalidRequest(msg) = err else {
+        panic!("{err:?}")
+    };
+    assert!(msg.contains("512") && msg.contains("600"), "{msg}");
+    let err = rt
+        .submit(GenerateRequest {
+            prompt: PromptInput::Ids(vec![999]),
+            ..request("", 1)
+        })
+        .await
+        .expect_err("bad id");
+    assert!(
+        matches!(err, BackendError::InvalidRequest(ref m) if m.contains("999")),
+        "{err:?}"
+    );
+    assert_eq!(
+        rt.tokenize(PromptInput::Text("hé".into())).await,
+        Ok(vec![104, 0xC3, 0xA9])
+    );
+    assert_eq!(rt.detokenize(vec![104, 0xC3, 0xA9]).await, Ok("hé".into()));
+}
+
+#[actix_rt::test]
+async fn logprobs_come_with_each_token() {
+    let (rt, _t) = start(8, 64);
+    let mut req = request("x", 4);
+    req.logprobs = Some(2);
+    let (_, mut rx) = rt.submit(req).await.expect("accepted");
+    let mut n = 0;
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Delta {
+                token_ids,
+                logprobs,
+                ..
+            } => {
+                assert_eq!(logprobs.len(), token_ids.len());
+                assert_eq!(logprobs[0].top[0].0, token_ids[0]);
+                n += 1;
+            }
+            Event::Finished { .. } => break,
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(n, 4);
+}

@@ -1,0 +1,118 @@
+//! The Tokenizer pool: a few `SyncArbiter` threads that turn prompts into
+//! token ids (chat template, then encoding) and ids back into text, so this
+//! CPU work never runs on the scheduler's thread. Each worker holds only
+//! shared immutable data (the tokenizer, the template, the context size); it
+//! keeps no per-request state and talks to no other actor.
+
+use std::sync::Arc;
+
+use actix::{Actor, Handler, SyncContext};
+
+use super::messages::{Detokenize, Tokenize};
+use crate::backend::{BackendError, PromptInput};
+use crate::tokenizer::{ChatTemplate, Tokenizer};
+
+pub struct TokenizerWorker {
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    /// The context window: a prompt must leave room for one generated token.
+    max_model_len: usize,
+}
+
+impl TokenizerWorker {
+    pub fn new(
+        tokenizer: Arc<Tokenizer>,
+        template: Arc<ChatTemplate>,
+        max_model_len: usize,
+    ) -> Self {
+        Self {
+            tokenizer,
+            template,
+            max_model_len,
+        }
+    }
+
+    /// The token ids of `prompt`; with `check_context`, refuses a prompt
+    /// that leaves no room for output (it is never cut).
+    pub fn encode(
+        &self,
+        prompt: &PromptInput,
+        check_context: bool,
+    ) -> Result<Vec<u32>, BackendError> {
+        let tok = &self.tokenizer;
+        let ids = match prompt {
+            PromptInput::Chat(messages) => {
+                let text = self
+                    .template
+                    .render(
+                        messages,
+                        true,
+                        tok.bos_token().unwrap_or(""),
+                        tok.eos_token().unwrap_or(""),
+                    )
+                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+                let mut ids = tok
+                    .encode(&text, true)
+                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+                // A template that writes BOS itself, on a model whose encoder
+                // also adds one, would give two: the model never saw that.
+                if let Some(bos) = tok.bos_id() {
+                    if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+                        ids.remove(0);
+                    }
+                }
+                ids
+            }
+            PromptInput::Text(text) => tok
+                .encode(text, true)
+                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?,
+            PromptInput::Ids(ids) => {
+                let vocab = tok.vocab_size();
+                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(BackendError::InvalidRequest(format!(
+                        "token id {bad} is outside the vocabulary (ids must be below {vocab})"
+                    )));
+                }
+                ids.clone()
+            }
+        };
+        if check_context {
+            if ids.is_empty() {
+                return Err(BackendError::InvalidRequest(
+                    "the prompt is empty; send at least one token".into(),
+                ));
+            }
+            if ids.len() >= self.max_model_len {
+                return Err(BackendError::InvalidRequest(format!(
+                    "the prompt has {} tokens but this model's context window is {} tokens \
+                     (the prompt and at least one generated token must fit); shorten the prompt",
+                    ids.len(),
+                    self.max_model_len
+                )));
+            }
+        }
+        Ok(ids)
+    }
+}
+
+impl Actor for TokenizerWorker {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Tokenize> for TokenizerWorker {
+    type Result = Result<Vec<u32>, BackendError>;
+
+    fn handle(&mut self, msg: Tokenize, _: &mut SyncContext<Self>) -> Self::Result {
+        self.encode(&msg.prompt, msg.check_context)
+    }
+}
+
+impl Handler<Detokenize> for TokenizerWorker {
+    type Result = Result<String, BackendError>;
+
+    fn handle(&mut self, msg: Detokenize, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tokenizer
+            .decode(&msg.ids, false)
+            .map_err(|e| BackendError::InvalidRequest(e.to_string()))
+    }
+}
