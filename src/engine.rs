@@ -51,6 +51,9 @@ pub struct EngineConfig {
     /// Context window; `None` takes the model's (capped by the KV pool).
     pub max_model_len: Option<usize>,
     pub enable_prefix_caching: bool,
+    /// Round matmul inputs to llama.cpp's 8-bit activation grids (closer to
+    /// llama.cpp's output); false keeps exact f32 activations.
+    pub quantize_activations: bool,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             max_num_seqs: 16,
             max_model_len: None,
             enable_prefix_caching: true,
+            quantize_activations: true,
         }
     }
 }
@@ -161,6 +165,7 @@ pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
         max_blocks_per_seq: max_model_len.div_ceil(cfg.block_size as usize),
         block_size: cfg.block_size,
         num_blocks,
+        quantize_activations: cfg.quantize_activations,
     };
     let mut shards = Vec::new();
     let mut adapters = Vec::new();
@@ -208,7 +213,9 @@ pub fn run_shards(
             ShardOutput::Samples(s) => return Ok(s),
         }
     }
-    Err(EngineError::Config("the last shard returned hidden states".into()))
+    Err(EngineError::Config(
+        "the last shard returned hidden states".into(),
+    ))
 }
 
 impl Engine {

@@ -20,6 +20,7 @@ use crate::gpu::kernels::{
     embedding::Embedding,
     kv_write::{KvWrite, PagedBatch},
     matmul::Matmul,
+    quantize_act::{ActQuant, QuantizeAct},
     rmsnorm::{RmsNorm, Rows},
     rope::{Rope, RopeParams},
     swiglu::{SwiGlu, SwiGluMode},
@@ -43,6 +44,9 @@ pub struct ShardLimits {
     pub max_blocks_per_seq: usize,
     pub block_size: u32,
     pub num_blocks: u32,
+    /// Round matmul inputs to the 8-bit grids llama.cpp uses (see
+    /// `gpu::kernels::quantize_act`); off keeps exact f32 activations.
+    pub quantize_activations: bool,
 }
 
 /// What flows into a shard: token ids (first shard) or the previous shard's
@@ -79,6 +83,8 @@ struct Scratch {
     xs: wgpu::Buffer,
     logits: wgpu::Buffer,
     ids: wgpu::Buffer,
+    /// Matmul inputs rounded to an activation grid, one buffer per grid.
+    xq: HashMap<ActQuant, wgpu::Buffer>,
     staging: wgpu::Buffer,
 }
 
@@ -91,6 +97,7 @@ struct Kernels {
     attention: PagedAttention,
     swiglu: SwiGlu,
     argmax: Argmax,
+    quantize_act: QuantizeAct,
 }
 
 pub struct ModelShard {
@@ -123,7 +130,7 @@ impl ModelShard {
         let layout = layout_for(&ctx, spec, limits.block_size);
         let kv = DeviceKvCache::new(&ctx, layout, layers.len(), limits.num_blocks)?;
         let kernels = Self::kernels(&ctx, spec, &weights, layout)?;
-        let scratch = Self::scratch(&ctx, spec, &limits)?;
+        let scratch = Self::scratch(&ctx, spec, &limits, &weights)?;
         Ok(Self {
             ctx,
             spec: spec.clone(),
@@ -142,22 +149,7 @@ impl ModelShard {
         w: &ShardWeights,
         layout: crate::gpu::kernels::kv_write::KvCacheLayout,
     ) -> Result<Kernels, ModelError> {
-        let mut types: Vec<GgmlType> = Vec::new();
-        let mut note = |t: &DeviceTensor| {
-            if !types.contains(&t.ty) {
-                types.push(t.ty);
-            }
-        };
-        for l in &w.layers {
-            for t in [
-                &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down,
-            ] {
-                note(t);
-            }
-        }
-        if let Some(o) = &w.output {
-            note(o);
-        }
+        let types = w.matrix_types();
         let mut matmul = HashMap::new();
         for t in types {
             matmul.insert(t, Matmul::new(ctx, t)?);
@@ -187,6 +179,7 @@ impl ModelShard {
             .map_err(kv_err)?,
             swiglu: SwiGlu::new(ctx, SwiGluMode::Silu)?,
             argmax: Argmax::new(ctx)?,
+            quantize_act: QuantizeAct::new(ctx)?,
         })
     }
 
@@ -194,9 +187,20 @@ impl ModelShard {
         ctx: &GpuContext,
         spec: &ModelSpec,
         l: &ShardLimits,
+        w: &ShardWeights,
     ) -> Result<Scratch, ModelError> {
         let t = l.max_tokens;
         let r = l.max_samples;
+        let mut xq = HashMap::new();
+        if l.quantize_activations {
+            let width = spec.d_model.max(spec.q_dim()).max(spec.ffn_dim);
+            for t_ in w.matrix_types() {
+                let q = ActQuant::for_weight(t_);
+                if q != ActQuant::None && !xq.contains_key(&q) {
+                    xq.insert(q, f32_buf(ctx, "xq", t.max(r) * width)?);
+                }
+            }
+        }
         let staging_bytes = ((r * 4 + r * spec.vocab_size * 4).max(t * spec.d_model * 4)) as u64;
         let staging = ctx.scoped("staging", || {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -225,6 +229,7 @@ impl ModelShard {
             xs: f32_buf(ctx, "xs", r * spec.d_model)?,
             logits: f32_buf(ctx, "logits", r * spec.vocab_size)?,
             ids: u32_buf("ids", r)?,
+            xq,
             staging,
         })
     }
@@ -255,7 +260,10 @@ impl ModelShard {
         };
         let m = batch.num_tokens();
         if m == 0 || m > l.max_tokens {
-            return bad(format!("{m} tokens in a step; the shard takes 1..={}", l.max_tokens));
+            return bad(format!(
+                "{m} tokens in a step; the shard takes 1..={}",
+                l.max_tokens
+            ));
         }
         if batch.samples.len() > l.max_samples {
             return bad(format!(
@@ -277,7 +285,10 @@ impl ModelShard {
         }
         let n_slots = l.num_blocks * l.block_size;
         if batch.slot_mapping.iter().any(|&s| s >= n_slots)
-            || batch.tokens.iter().any(|&t| t as usize >= self.spec.vocab_size)
+            || batch
+                .tokens
+                .iter()
+                .any(|&t| t as usize >= self.spec.vocab_size)
         {
             return bad("a slot or token id is out of range".into());
         }
@@ -285,7 +296,11 @@ impl ModelShard {
     }
 
     /// Runs the shard's layers for one batch. One encoder, one submit, one readback.
-    pub fn step(&mut self, batch: &BatchInput, input: ShardInput) -> Result<ShardOutput, ModelError> {
+    pub fn step(
+        &mut self,
+        batch: &BatchInput,
+        input: ShardInput,
+    ) -> Result<ShardOutput, ModelError> {
         self.check(batch)?;
         let ctx = &self.ctx;
         let s = &self.scratch;
@@ -296,8 +311,16 @@ impl ModelShard {
         let q = &ctx.queue;
         q.write_buffer(&s.tokens, 0, bytemuck::cast_slice(&batch.tokens));
         q.write_buffer(&s.positions, 0, bytemuck::cast_slice(&batch.positions));
-        q.write_buffer(&s.seq_of_token, 0, bytemuck::cast_slice(&batch.seq_of_token));
-        q.write_buffer(&s.slot_mapping, 0, bytemuck::cast_slice(&batch.slot_mapping));
+        q.write_buffer(
+            &s.seq_of_token,
+            0,
+            bytemuck::cast_slice(&batch.seq_of_token),
+        );
+        q.write_buffer(
+            &s.slot_mapping,
+            0,
+            bytemuck::cast_slice(&batch.slot_mapping),
+        );
         q.write_buffer(&s.block_tables, 0, bytemuck::cast_slice(&tables));
         if let ShardInput::Hidden(h) = &input {
             if h.len() != batch.num_tokens() * spec.d_model {
@@ -328,17 +351,29 @@ impl ModelShard {
                     .expect("the first shard holds the embedding");
                 k.embedding[&e.ty].encode(ctx, &mut pass, e, &s.tokens, &s.x, m)?;
             }
+            let (dm, qd, ff) = (
+                spec.d_model as u32,
+                spec.q_dim() as u32,
+                spec.ffn_dim as u32,
+            );
             for (i, lw) in self.weights.layers.iter().enumerate() {
                 let rows = Rows { count: m, width: d };
-                let mm = |t: &DeviceTensor| &k.matmul[&t.ty];
-                k.rmsnorm.encode(ctx, &mut pass, &s.x, &lw.attn_norm, &s.xn, rows);
-                mm(&lw.wq).encode(ctx, &mut pass, &lw.wq, &s.xn, &s.q, m, lw.bq.as_ref(), false)?;
-                mm(&lw.wk).encode(ctx, &mut pass, &lw.wk, &s.xn, &s.k, m, lw.bk.as_ref(), false)?;
-                mm(&lw.wv).encode(ctx, &mut pass, &lw.wv, &s.xn, &s.v, m, lw.bv.as_ref(), false)?;
+                k.rmsnorm
+                    .encode(ctx, &mut pass, &s.x, &lw.attn_norm, &s.xn, rows);
+                let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
+                input.mul(&mut pass, &lw.wq, &s.q, m, lw.bq.as_ref(), false)?;
+                input.mul(&mut pass, &lw.wk, &s.k, m, lw.bk.as_ref(), false)?;
+                input.mul(&mut pass, &lw.wv, &s.v, m, lw.bv.as_ref(), false)?;
                 k.rope
                     .encode(ctx, &mut pass, &s.q, &s.positions, m, spec.n_heads as u32);
-                k.rope
-                    .encode(ctx, &mut pass, &s.k, &s.positions, m, spec.n_kv_heads as u32);
+                k.rope.encode(
+                    ctx,
+                    &mut pass,
+                    &s.k,
+                    &s.positions,
+                    m,
+                    spec.n_kv_heads as u32,
+                );
                 let cache = self.kv.layer(i);
                 k.kv_write.encode(ctx, &mut pass, &paged, &s.k, &s.v, cache);
                 let layer = LayerAttention {
@@ -348,13 +383,17 @@ impl ModelShard {
                 };
                 k.attention
                     .encode(ctx, &mut pass, &paged, &layer, &s.q, &s.att);
-                mm(&lw.wo).encode(ctx, &mut pass, &lw.wo, &s.att, &s.x, m, None, true)?;
-                k.rmsnorm.encode(ctx, &mut pass, &s.x, &lw.ffn_norm, &s.xn, rows);
-                mm(&lw.w_gate).encode(ctx, &mut pass, &lw.w_gate, &s.xn, &s.gate, m, None, false)?;
-                mm(&lw.w_up).encode(ctx, &mut pass, &lw.w_up, &s.xn, &s.up, m, None, false)?;
+                let mut input = Rounded::new(k, s, ctx, &s.att, m * qd);
+                input.mul(&mut pass, &lw.wo, &s.x, m, None, true)?;
+                k.rmsnorm
+                    .encode(ctx, &mut pass, &s.x, &lw.ffn_norm, &s.xn, rows);
+                let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
+                input.mul(&mut pass, &lw.w_gate, &s.gate, m, None, false)?;
+                input.mul(&mut pass, &lw.w_up, &s.up, m, None, false)?;
                 k.swiglu
-                    .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * spec.ffn_dim as u32);
-                mm(&lw.w_down).encode(ctx, &mut pass, &lw.w_down, &s.act, &s.x, m, None, true)?;
+                    .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * ff);
+                let mut input = Rounded::new(k, s, ctx, &s.act, m * ff);
+                input.mul(&mut pass, &lw.w_down, &s.x, m, None, true)?;
             }
         }
         let row_bytes = u64::from(d) * 4;
@@ -383,9 +422,16 @@ impl ModelShard {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let norm = self.weights.output_norm.as_ref().expect("last shard");
             let out = self.weights.output.as_ref().expect("last shard");
-            k.rmsnorm
-                .encode(ctx, &mut pass, &s.xs, norm, &s.xn, Rows { count: r, width: d });
-            k.matmul[&out.ty].encode(ctx, &mut pass, out, &s.xn, &s.logits, r, None, false)?;
+            k.rmsnorm.encode(
+                ctx,
+                &mut pass,
+                &s.xs,
+                norm,
+                &s.xn,
+                Rows { count: r, width: d },
+            );
+            let mut input = Rounded::new(k, s, ctx, &s.xn, r * d);
+            input.mul(&mut pass, out, &s.logits, r, None, false)?;
             k.argmax.encode(
                 ctx,
                 &mut pass,
@@ -405,7 +451,13 @@ impl ModelShard {
         let mut logits_at = Vec::new();
         for (i, row) in batch.samples.iter().enumerate() {
             if row.want_logits {
-                enc.copy_buffer_to_buffer(&s.logits, i as u64 * logits_row, &s.staging, read, logits_row);
+                enc.copy_buffer_to_buffer(
+                    &s.logits,
+                    i as u64 * logits_row,
+                    &s.staging,
+                    read,
+                    logits_row,
+                );
                 logits_at.push((i, read));
                 read += logits_row;
             }
@@ -425,6 +477,67 @@ impl ModelShard {
             out[i].logits = Some(bytemuck::cast_slice(row).to_vec());
         }
         Ok(ShardOutput::Samples(out))
+    }
+}
+
+/// One matmul input and its rounded copies: rounds `x` onto a weight type's
+/// activation grid the first time that grid is asked for (when rounding is
+/// enabled), so q, k and v (or gate and up) share one rounding.
+struct Rounded<'a> {
+    kernels: &'a Kernels,
+    scratch: &'a Scratch,
+    ctx: &'a GpuContext,
+    x: &'a wgpu::Buffer,
+    n: u32,
+    done: Vec<ActQuant>,
+}
+
+impl<'a> Rounded<'a> {
+    fn new(
+        kernels: &'a Kernels,
+        scratch: &'a Scratch,
+        ctx: &'a GpuContext,
+        x: &'a wgpu::Buffer,
+        n: u32,
+    ) -> Self {
+        Self {
+            kernels,
+            scratch,
+            ctx,
+            x,
+            n,
+            done: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, pass: &mut wgpu::ComputePass<'_>, ty: GgmlType) -> &'a wgpu::Buffer {
+        let q = ActQuant::for_weight(ty);
+        let Some(buf) = self.scratch.xq.get(&q) else {
+            return self.x;
+        };
+        if !self.done.contains(&q) {
+            // Another grid's copy is in a different buffer, so earlier
+            // roundings stay valid.
+            self.kernels
+                .quantize_act
+                .encode(self.ctx, pass, q, self.x, buf, self.n);
+            self.done.push(q);
+        }
+        buf
+    }
+
+    /// Records `y (+)= round(x) · wᵀ (+ bias)` for `rows` token rows.
+    fn mul(
+        &mut self,
+        pass: &mut wgpu::ComputePass<'_>,
+        w: &DeviceTensor,
+        y: &wgpu::Buffer,
+        rows: u32,
+        bias: Option<&wgpu::Buffer>,
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        let x = self.get(pass, w.ty);
+        self.kernels.matmul[&w.ty].encode(self.ctx, pass, w, x, y, rows, bias, accumulate)
     }
 }
 

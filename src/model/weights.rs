@@ -168,6 +168,25 @@ impl ShardWeights {
         })
     }
 
+    /// The distinct types of the matrices multiplied by this shard.
+    pub fn matrix_types(&self) -> Vec<GgmlType> {
+        let mut types = Vec::new();
+        let mut note = |t: &DeviceTensor| {
+            if !types.contains(&t.ty) {
+                types.push(t.ty);
+            }
+        };
+        for l in &self.layers {
+            for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                note(t);
+            }
+        }
+        if let Some(o) = &self.output {
+            note(o);
+        }
+        types
+    }
+
     pub fn device_bytes(&self) -> u64 {
         let mut total = 0;
         let mut add = |t: &DeviceTensor| total += t.device_bytes();
@@ -175,9 +194,7 @@ impl ShardWeights {
             add(e);
         }
         for l in &self.layers {
-            for t in [
-                &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down,
-            ] {
+            for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 add(t);
             }
         }

@@ -13,3 +13,4 @@ pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+pub mod quantize_act;
