@@ -38,7 +38,7 @@ override KV_F16: bool = false;
 override LANES: u32 = 16u;
 
 const MAX_HPI: u32 = 8u;
-const MAX_QV: u32 = 48u;
+const MAX_QV: u32 = 256u;
 const MAX_LANES: u32 = 32u;
 // Stands in for -inf: finite, so exp(mx - s) on it never makes NaN.
 const NEG_BIG: f32 = -3.0e38;

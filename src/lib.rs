@@ -8,10 +8,12 @@
 pub mod actors;
 pub mod api;
 pub mod backend;
+pub mod config;
 pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod kv;
 pub mod model;
 pub mod scheduler;
+pub mod serve;
 pub mod tokenizer;

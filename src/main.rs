@@ -1,5 +1,6 @@
-//! The `wgserve` command line: `generate` (one prompt, streamed to the
-//! terminal), `info` (a model's description and the adapters present).
+//! The `wgserve` command line: `serve` (the OpenAI-compatible server and chat
+//! page), `generate` (one prompt, streamed to the terminal), `info` (a
+//! model's description and the adapters present).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the model over HTTP (OpenAI API, WebSocket, chat page).
+    Serve(wgserve::api::ServeArgs),
     /// Generate text for one prompt and stream it to stdout.
     Generate(GenerateArgs),
     /// Describe a model file and the Vulkan adapters on this machine.
@@ -68,16 +71,48 @@ struct GenerateArgs {
     shards: usize,
 }
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "wgserve=info".into()),
-        )
-        .with_writer(std::io::stderr)
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "wgserve=info".into())
+}
+
+/// Logs to stderr, and also to `file` when one is configured.
+fn init_logging(file: Option<&std::path::Path>) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let file_layer = match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f)),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter())
+        .with(stderr)
+        .with(file_layer)
         .init();
+    Ok(())
+}
+
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        let config = wgserve::api::ServerConfig::load(&args)?;
+        init_logging(config.log_file.as_deref())?;
+        return actix_rt::System::new().block_on(wgserve::serve::serve(config));
+    }
+    init_logging(None)?;
     match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Generate(args) => generate(args),
         Command::Info { model } => info(model),
     }

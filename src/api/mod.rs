@@ -11,10 +11,7 @@
 //! [`configure`] (routes only).
 
 // The config is the whole server's (the actors read it too) and lives at
-// src/config.rs; until lib.rs declares `pub mod config;` it is compiled here.
-// Then this line becomes `pub use crate::config;`.
-#[path = "../config.rs"]
-pub mod config;
+pub use crate::config;
 
 pub mod completions;
 pub mod encode;

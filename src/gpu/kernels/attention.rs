@@ -43,6 +43,11 @@ const STRIDED: &str = include_str!("../../../shaders/attention_strided.wgsl");
 /// Invocations per workgroup of the strided kernel (`LANES`): lavapipe runs 8
 /// as one SIMD batch.
 const STRIDED_LANES: u32 = 16;
+/// `MAX_HPI` and `MAX_QV` of attention_strided.wgsl (checked by a test).
+const STRIDED_MAX_HPI: u32 = 8;
+const STRIDED_MAX_QV: u32 = 256;
+// The shader's workgroup arrays hold MAX_LANES = 32 lanes.
+const _: () = assert!(STRIDED_LANES <= 32);
 
 /// Which of the two attention kernels to run. Both give the same results up
 /// to rounding, and each is batch-invariant on its own; the choice depends on
@@ -213,9 +218,9 @@ impl PagedAttention {
 fn heads_per_invocation(config: &AttentionConfig) -> u32 {
     let group = config.n_heads / config.layout.n_kv_heads;
     let dv = config.layout.head_dim / 4;
-    (1..=group.min(8))
+    (1..=group.min(STRIDED_MAX_HPI))
         .rev()
-        .find(|h| group.is_multiple_of(*h) && h * dv <= 256)
+        .find(|h| group.is_multiple_of(*h) && h * dv <= STRIDED_MAX_QV)
         .unwrap_or(1)
 }
 
@@ -679,6 +684,48 @@ mod tests {
                     .flatten()
                     .collect();
             assert_close(&format!("attention {kernel:?} past grid"), &got, &want, 0.0);
+        }
+    }
+
+    /// The strided kernel's private arrays are sized by shader constants
+    /// that `heads_per_invocation` must respect.
+    #[test]
+    fn strided_limits_match_the_shader() {
+        for line in [
+            format!("const MAX_HPI: u32 = {STRIDED_MAX_HPI}u;"),
+            format!("const MAX_QV: u32 = {STRIDED_MAX_QV}u;"),
+            format!("const MAX_LANES: u32 = {}u;", 32),
+        ] {
+            assert!(
+                STRIDED.contains(&line),
+                "attention_strided.wgsl lacks `{line}`"
+            );
+        }
+        let layout = KvCacheLayout {
+            block_size: 16,
+            n_kv_heads: 1,
+            head_dim: 256,
+            dtype: KvDtype::F32,
+        };
+        let config = |n_heads, head_dim| AttentionConfig {
+            layout: KvCacheLayout { head_dim, ..layout },
+            n_heads,
+            scale: 1.0,
+            kernel: AttentionKernel::Strided,
+        };
+        // (n_heads per kv head, head_dim) -> heads per workgroup.
+        for (group, head_dim, want) in [
+            (3, 64, 3),
+            (16, 64, 8),
+            (12, 64, 6),
+            (8, 256, 4),
+            (7, 128, 7),
+        ] {
+            assert_eq!(
+                heads_per_invocation(&config(group, head_dim)),
+                want,
+                "{group} {head_dim}"
+            );
         }
     }
 
