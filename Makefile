@@ -6,7 +6,7 @@ export XDG_RUNTIME_DIR ?= /tmp/wgserve-xdg-$(shell id -u)
 
 CHAT ?= What is the capital of France? Answer in one sentence.
 
-.PHONY: setup serve build test bench fmt lint xdg
+.PHONY: setup serve chat build test bench fmt lint xdg
 
 xdg:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
@@ -17,8 +17,12 @@ setup: xdg
 build: setup
 	$(CARGO) build --release
 
-# Until the HTTP server lands, `serve` streams one chat answer to the terminal.
+# Serves the default model (configs/default.toml); the URL is printed when ready.
 serve: build
+	./target/release/wgserve serve --config configs/default.toml
+
+# Streams one chat answer to the terminal.
+chat: build
 	./target/release/wgserve generate --chat "$(CHAT)"
 
 fmt:
@@ -31,7 +35,7 @@ lint:
 test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 bench: setup
 	$(CARGO) bench

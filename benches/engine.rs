@@ -101,7 +101,10 @@ fn main() {
     println!("adapter: {}", engine.adapter());
 
     // Warm-up: pipelines and driver caches.
-    engine.scheduler.add(0, request(prompt(0, 16, vocab), 4)).unwrap();
+    engine
+        .scheduler
+        .add(0, request(prompt(0, 16, vocab), 4))
+        .unwrap();
     run(&mut engine);
 
     let mut id = 1u64;

@@ -18,7 +18,13 @@ fn tensor(f: &GgufFile, name: &str) -> Vec<f64> {
 fn matvec(w: &[f64], x: &[f64], rows: usize) -> Vec<f64> {
     let cols = x.len();
     (0..rows)
-        .map(|r| w[r * cols..(r + 1) * cols].iter().zip(x).map(|(a, b)| a * b).sum())
+        .map(|r| {
+            w[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
         .collect()
 }
 
@@ -52,7 +58,10 @@ fn main() {
     let eps = f64::from(s.rms_eps);
     let base = f64::from(s.rope_freq_base);
     let embd = tensor(&f, "token_embd.weight");
-    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&t| embd[t * d..(t + 1) * d].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&t| embd[t * d..(t + 1) * d].to_vec())
+        .collect();
     for l in 0..s.n_layers {
         let n = |t: &str| format!("blk.{l}.{t}");
         let (an, wq, wk, wv, wo) = (

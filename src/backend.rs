@@ -63,7 +63,10 @@ pub enum Event {
         token_ids: Vec<u32>,
         logprobs: Vec<TokenLogprobs>,
     },
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     Error(BackendError),
 }
 

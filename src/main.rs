@@ -16,7 +16,11 @@ use wgserve::scheduler::{SeqEvent, SeqRequest};
 use wgserve::tokenizer::{ChatMessage, IncrementalDecoder};
 
 #[derive(Parser)]
-#[command(name = "wgserve", version, about = "A self-hosted LLM server on Vulkan")]
+#[command(
+    name = "wgserve",
+    version,
+    about = "A self-hosted LLM server on Vulkan"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the model over HTTP (OpenAI API, WebSocket, chat page).
-    Serve(wgserve::api::ServeArgs),
+    Serve(Box<wgserve::api::ServeArgs>),
     /// Generate text for one prompt and stream it to stdout.
     Generate(GenerateArgs),
     /// Describe a model file and the Vulkan adapters on this machine.
@@ -124,7 +128,10 @@ fn info(model: PathBuf) -> Result<()> {
     println!("{spec:#?}");
     println!("tokenizer: {}", tok.description());
     for (i, a) in wgserve::gpu::context::list_adapters().iter().enumerate() {
-        println!("adapter {i}: {} ({:?}, {:?})", a.name, a.device_type, a.backend);
+        println!(
+            "adapter {i}: {} ({:?}, {:?})",
+            a.name, a.device_type, a.backend
+        );
     }
     Ok(())
 }

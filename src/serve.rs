@@ -3,7 +3,7 @@
 //! 503 while the model loads); the model loads on a blocking thread and the
 //! runtime starts when it is ready. This module owns only that wiring.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ pub struct LazyBackend {
 }
 
 impl LazyBackend {
-    pub fn new(model: &PathBuf, served_name: Option<String>) -> Self {
+    pub fn new(model: &Path, served_name: Option<String>) -> Self {
         let stem = model
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -126,19 +126,26 @@ impl Backend for LazyBackend {
 /// Serves until stopped: binds, loads the model in the background, starts
 /// the runtime. Must run inside an actix `System`.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let backend = Arc::new(LazyBackend::new(
-        &config.model,
-        config.served_model_name.clone(),
-    ));
+    // Clients name the model by its file name unless the config says otherwise.
+    let served_name = config.served_model_name.clone().or_else(|| {
+        config
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    });
+    let backend = Arc::new(LazyBackend::new(&config.model, served_name.clone()));
     let (server, addrs) = crate::api::bind(config.clone(), backend.clone())?;
     for addr in &addrs {
-        tracing::info!("listening on http://{addr} (loading {})", config.model.display());
+        tracing::info!(
+            "listening on http://{addr} (loading {})",
+            config.model.display()
+        );
     }
     let engine_cfg = engine_config(&config);
     let opts = RuntimeOptions {
         max_queue: config.max_queue,
         tokenizer_threads: config.tokenizer_threads,
-        served_model_name: config.served_model_name.clone(),
+        served_model_name: served_name,
     };
     let handle = server.handle();
     let loader = backend.clone();

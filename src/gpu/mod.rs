@@ -8,8 +8,8 @@
 pub mod context;
 pub mod kernels;
 pub mod shader_source;
-pub mod weights;
 #[cfg(test)]
 pub mod testing;
+pub mod weights;
 
 pub use context::{AdapterChoice, Capabilities, GpuContext, GpuError};

@@ -175,13 +175,13 @@ impl ModelSpec {
         if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.head_dim == 0 {
             return bad(format!("degenerate shape {self:?}"));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} query heads cannot be grouped over {} KV heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.rope_n_rot > self.head_dim || self.rope_n_rot % 2 != 0 {
+        if self.rope_n_rot > self.head_dim || !self.rope_n_rot.is_multiple_of(2) {
             return bad(format!(
                 "rope dimension {} must be even and at most the head size {}",
                 self.rope_n_rot, self.head_dim

@@ -439,7 +439,8 @@ mod tests {
         let text = t.render(&[], false, "", "").unwrap();
         assert_eq!(
             text,
-            "{\"a\": \"é<x>\", \"b\": [1, 2]}|[\n  1,\n  {\n    \"k\": null\n  }\n]|\"\\u00e9\""
+            // Insertion order, as Python dicts keep it (minijinja's preserve_order).
+            "{\"b\": [1, 2], \"a\": \"é<x>\"}|[\n  1,\n  {\n    \"k\": null\n  }\n]|\"\\u00e9\""
         );
     }
 

@@ -3,14 +3,14 @@
 //! (`encode`). Each wrapper has a test that runs it on the Vulkan device
 //! against a plain Rust reference on seeded random inputs.
 
-pub mod fill;
 pub mod add;
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod fill;
 pub mod kv_write;
 pub mod matmul;
+pub mod quantize_act;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
-pub mod quantize_act;
