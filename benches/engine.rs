@@ -1,15 +1,20 @@
 //! `make bench`: prefill and decode throughput of a model on whatever adapter
 //! is present, through the real scheduler and kernels.
 //!
-//! Reports, side by side in one run: prefill tokens/s for a 128-token prompt,
-//! decode tokens/s for 64 tokens at batch 1, aggregate decode tokens/s at
-//! batch 8 and 16, and the process's peak host memory. Each figure is the
-//! median of `WGSERVE_BENCH_REPEATS` runs (default 3).
+//! Reports, side by side in one run:
+//! - the engine alone (scheduler and shards driven from one thread): prefill
+//!   tokens/s for a 128-token prompt, decode tokens/s for 64 tokens at batch
+//!   1, aggregate decode tokens/s at batch 8 and 16 (each the median of
+//!   `WGSERVE_BENCH_REPEATS` runs, default 3);
+//! - an in-process load through the actor runtime: N concurrent requests
+//!   (N = 1, 4, 16), 64 generated tokens each, with aggregate tokens/s,
+//!   median time to first token and median inter-token latency;
+//! - the process's peak host memory.
 //!
 //! Environment: `WGSERVE_BENCH_MODEL` (default: the default model),
 //! `WGSERVE_BENCH_REPEATS`, `WGSERVE_ADAPTER`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
 use wgserve::model::sampling::SamplingParams;
@@ -59,6 +64,9 @@ fn run(engine: &mut Engine) -> (f64, f64, usize) {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -138,5 +146,86 @@ fn main() {
     for (name, v) in rows {
         println!("{name:<34} {v:>12.2}");
     }
+    drop(engine);
+    runtime_load(&model);
     println!("peak host memory: {:.0} MiB", peak_rss_mib());
+}
+
+/// N concurrent requests through the actors, as a server would run them.
+fn runtime_load(model: &str) {
+    use wgserve::actors::runtime::{Runtime, RuntimeOptions};
+    use wgserve::backend::{Backend, Event, GenerateRequest, PromptInput};
+
+    let cfg = EngineConfig {
+        model: model.into(),
+        max_num_seqs: 16,
+        max_num_batched_tokens: 256,
+        enable_prefix_caching: false,
+        ..Default::default()
+    };
+    let loaded = wgserve::engine::load(&cfg).expect("load the model");
+    let vocab = loaded.spec.vocab_size as u32;
+    actix_rt::System::new().block_on(async move {
+        let rt = Runtime::start(loaded, RuntimeOptions::default());
+        println!();
+        println!(
+            "{:<28} {:>10} {:>14} {:>14}",
+            "concurrent requests (64 tok)", "tokens/s", "median TTFT s", "median ITL ms"
+        );
+        let mut seed = 10_000u32;
+        for n in [1usize, 4, 16] {
+            let t0 = Instant::now();
+            let mut streams = Vec::new();
+            for _ in 0..n {
+                seed += 1;
+                let req = GenerateRequest {
+                    prompt: PromptInput::Ids(prompt(seed, 16, vocab)),
+                    sampling: SamplingParams::greedy(),
+                    max_tokens: Some(64),
+                    stop: vec![],
+                    ignore_eos: true,
+                    logprobs: None,
+                    keep_special: false,
+                };
+                let (_, rx) = rt.submit(req).await.expect("submit");
+                streams.push(rx);
+            }
+            let mut tasks = Vec::new();
+            for mut rx in streams {
+                tasks.push(actix_rt::spawn(async move {
+                    let mut stamps = Vec::new();
+                    while let Some(ev) = rx.recv().await {
+                        match ev {
+                            Event::Delta { token_ids, .. } => {
+                                for _ in token_ids {
+                                    stamps.push(Instant::now());
+                                }
+                            }
+                            Event::Finished { .. } | Event::Error(_) => break,
+                        }
+                    }
+                    stamps
+                }));
+            }
+            let mut ttft = Vec::new();
+            let mut itl = Vec::new();
+            let mut tokens = 0usize;
+            for t in tasks {
+                let stamps = t.await.expect("stream task");
+                tokens += stamps.len();
+                if let Some(first) = stamps.first() {
+                    ttft.push((*first - t0).as_secs_f64());
+                }
+                itl.extend(stamps.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()));
+            }
+            let elapsed = t0.elapsed().max(Duration::from_millis(1)).as_secs_f64();
+            println!(
+                "{:<28} {:>10.2} {:>14.2} {:>14.1}",
+                format!("N = {n}"),
+                tokens as f64 / elapsed,
+                median(ttft),
+                median(itl) * 1000.0
+            );
+        }
+    });
 }
