@@ -1,14 +1,11 @@
 //! `add`: the residual add, `a += b` in place or `out = a + b`, over a flat
 //! f32 array of any length (vec4 loads for the bulk, a scalar dispatch for the
 //! last n % 4 elements).
-//!
-//! It also owns [`grid_2d`], the workgroup grid every elementwise and per-row
-//! kernel of this folder uses so that counts above the 65535-per-dimension
-//! limit still dispatch.
 
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/add.wgsl");
@@ -20,28 +17,6 @@ struct Params {
     n: u32,
     start: u32,
     _pad: [u32; 2],
-}
-
-/// Splits `groups` workgroups over x and y so neither exceeds the device's
-/// per-dimension limit. Shaders recover the flat index as
-/// `wid.x + wid.y * num_workgroups.x` and must guard against the few extra
-/// groups the rounding adds.
-pub(crate) fn grid_2d(ctx: &GpuContext, groups: u32) -> (u32, u32) {
-    let max = ctx.caps.max_workgroups_per_dim.max(1);
-    if groups <= max {
-        (groups, 1)
-    } else {
-        let y = groups.div_ceil(max);
-        (groups.div_ceil(y), y)
-    }
-}
-
-/// A bind-group entry covering all of `buffer`.
-pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
-    }
 }
 
 /// The residual add. One pipeline per (in place or not) x (vec4 or scalar).

@@ -10,8 +10,8 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::add::{entry, grid_2d};
 use super::rmsnorm::Rows;
+use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/argmax.wgsl");

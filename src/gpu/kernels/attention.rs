@@ -35,7 +35,8 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::kv_write::{entry, KvCacheLayout, KvDtype, KvError, LayerCache, PagedBatch, MAX_GRID_Y};
+use super::entry;
+use super::kv_write::{KvCacheLayout, KvDtype, KvError, LayerCache, PagedBatch, MAX_GRID_Y};
 use crate::gpu::GpuContext;
 
 const TILED: &str = include_str!("../../../shaders/attention.wgsl");

@@ -20,6 +20,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+use super::entry;
 use crate::gpu::shader_source::specialise;
 use crate::gpu::{GpuContext, GpuError};
 
@@ -217,13 +218,6 @@ impl KvWrite {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(row4.div_ceil(WG), batch.num_tokens.min(MAX_GRID_Y), 1);
-    }
-}
-
-pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
     }
 }
 

@@ -29,6 +29,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+use super::entry;
 use crate::gguf::GgmlType;
 use crate::gpu::weights::{has_scales, splice_dequant, unit_elems, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};
@@ -279,13 +280,6 @@ impl Matmul {
             pass.dispatch_workgroups(gx, gy, groups_z);
         }
         Ok(())
-    }
-}
-
-fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
     }
 }
 

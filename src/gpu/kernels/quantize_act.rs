@@ -8,7 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::add::{entry, grid_2d};
+use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
 use crate::gpu::{GpuContext, GpuError};
 

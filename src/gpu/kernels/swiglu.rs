@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::add::{entry, grid_2d};
+use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/swiglu.wgsl");
