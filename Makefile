@@ -6,7 +6,7 @@ export XDG_RUNTIME_DIR ?= /tmp/wgserve-xdg-$(shell id -u)
 
 CHAT ?= What is the capital of France? Answer in one sentence.
 
-.PHONY: setup serve chat build test bench fmt lint xdg
+.PHONY: setup serve chat build test bench e2e fmt lint xdg
 
 xdg:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
@@ -39,3 +39,7 @@ test: setup
 
 bench: setup
 	$(CARGO) bench
+
+# The chat page in headless Chromium against the release build.
+e2e: build
+	scripts/test-e2e target/release/wgserve

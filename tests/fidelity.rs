@@ -7,7 +7,7 @@
 //! - free-running greedy: our ids equal llama.cpp's at least up to its first
 //!   near-tie (margin < 0.05), and a divergence there picks one of its top 3;
 //! - batch invariance: all prompts generated as one batch give exactly the
-//!   ids each gives alone.
+//!   ids each gives alone, on one shard and on two.
 
 use std::path::PathBuf;
 
@@ -74,6 +74,11 @@ fn margin(top: &[(u32, f64)]) -> f64 {
 }
 
 fn engine() -> Engine {
+    engine_on(1)
+}
+
+/// The default model split over `shards` devices opened on the same adapter.
+fn engine_on(shards: usize) -> Engine {
     let model = root().join(wgserve::engine::DEFAULT_MODEL);
     assert!(
         model.exists(),
@@ -85,6 +90,7 @@ fn engine() -> Engine {
         max_num_seqs: 32,
         max_num_batched_tokens: 128,
         kv_memory_bytes: 64 << 20,
+        devices: vec![Default::default(); shards],
         ..Default::default()
     })
     .expect("load the default model")
@@ -230,5 +236,14 @@ fn default_model_matches_llama_cpp() {
     let together = generate(&mut engine, &cases, true);
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(a, t, "prompt {i}: batched ids differ from alone");
+    }
+    drop(engine);
+    // Two shards (two devices on this adapter, layers split in half, hidden
+    // states passed between them) give exactly the one-shard ids.
+    let mut two = engine_on(2);
+    assert_eq!(two.info.adapters.len(), 2);
+    let split = generate(&mut two, &cases, true);
+    for (i, (a, t)) in alone.iter().zip(&split).enumerate() {
+        assert_eq!(a, t, "prompt {i}: two-shard ids differ from one shard");
     }
 }

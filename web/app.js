@@ -683,7 +683,9 @@ async function send() {
       if (errorMsg) fresh.push(messageEl(errorMsg));
       gen.el.replaceWith(...fresh);
       userEl.replaceWith(messageEl(user));
-      if (stick) scrollToBottom();
+      // An error must be seen, wherever the view was; and handing a long text
+      // back to the input has just shrunk the view, so `stick` misses it.
+      if (stick || errorMsg) scrollToBottom();
     } else if (conv === state.current) {
       renderConversation(); // switched away and back while it finished
     }
