@@ -13,7 +13,7 @@ use crate::gguf::reader::GgufFile;
 use crate::gpu::kernels::kv_write::KvCacheLayout;
 use crate::gpu::{AdapterChoice, GpuContext};
 use crate::kv::BlockPool;
-use crate::model::kv_cache::{blocks_for_budget, layout_for};
+use crate::model::kv_cache::{blocks_for_budget, layout_with};
 use crate::model::shard::{ModelShard, ShardInput, ShardLimits, ShardOutput};
 use crate::model::spec::{ModelError, ModelSpec};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqEvent};
@@ -52,7 +52,9 @@ pub struct EngineConfig {
     pub max_model_len: Option<usize>,
     pub enable_prefix_caching: bool,
     /// Round matmul inputs to llama.cpp's 8-bit activation grids (closer to
-    /// llama.cpp's output); false keeps exact f32 activations.
+    /// llama.cpp's output); false keeps exact f32 activations, the KV cache
+    /// included (f32 pages, twice the memory of f16: what matching a float32
+    /// reference such as transformers needs).
     pub quantize_activations: bool,
 }
 
@@ -113,6 +115,16 @@ pub struct LoadedModel {
     pub scheduler_config: SchedulerConfig,
 }
 
+/// A model's shards without its tokenizer: what [`load_shards`] gives for
+/// models driven by token ids alone (the test models, whose GGUF carries no
+/// vocabulary). [`load`] adds the tokenizer and chat template to it.
+pub struct LoadedShards {
+    pub spec: ModelSpec,
+    pub info: ModelInfo,
+    pub shards: Vec<ModelShard>,
+    pub scheduler_config: SchedulerConfig,
+}
+
 pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Tokenizer), EngineError> {
     let file = GgufFile::open(path).map_err(ModelError::from)?;
     let spec = ModelSpec::from_gguf(&file)?;
@@ -123,6 +135,32 @@ pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Tokenizer), Engin
 pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
     let (file, spec, tokenizer) = open_model(&cfg.model)?;
     let template = ChatTemplate::from_model(tokenizer.chat_template())?;
+    let s = load_shards_of(cfg, &file, spec)?;
+    Ok(LoadedModel {
+        tokenizer,
+        template,
+        spec: s.spec,
+        info: s.info,
+        shards: s.shards,
+        scheduler_config: s.scheduler_config,
+    })
+}
+
+/// Loads the model's shards and sizes its KV pool without reading a
+/// tokenizer, so a GGUF without a vocabulary loads too. The caller feeds
+/// token ids (`run_shards`, or a [`Scheduler`] over
+/// [`LoadedShards::scheduler_config`]).
+pub fn load_shards(cfg: &EngineConfig) -> Result<LoadedShards, EngineError> {
+    let file = GgufFile::open(&cfg.model).map_err(ModelError::from)?;
+    let spec = ModelSpec::from_gguf(&file)?;
+    load_shards_of(cfg, &file, spec)
+}
+
+fn load_shards_of(
+    cfg: &EngineConfig,
+    file: &GgufFile,
+    spec: ModelSpec,
+) -> Result<LoadedShards, EngineError> {
     if cfg.devices.is_empty() {
         return Err(EngineError::Config("no devices configured".into()));
     }
@@ -138,7 +176,7 @@ pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
     let mut num_blocks = u32::MAX;
     let mut layout: Option<KvCacheLayout> = None;
     for (ctx, r) in ctxs.iter().zip(&ranges) {
-        let l = layout_for(ctx, &spec, cfg.block_size);
+        let l = layout_with(ctx, &spec, cfg.block_size, !cfg.quantize_activations);
         num_blocks = num_blocks.min(blocks_for_budget(
             &l,
             r.len(),
@@ -166,13 +204,14 @@ pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
         block_size: cfg.block_size,
         num_blocks,
         quantize_activations: cfg.quantize_activations,
+        kv_f32: !cfg.quantize_activations,
     };
     let mut shards = Vec::new();
     let mut adapters = Vec::new();
     for (ctx, r) in ctxs.into_iter().zip(ranges) {
         tracing::info!("shard layers {:?} on {}", r, ctx.describe());
         adapters.push(ctx.info.name.clone());
-        shards.push(ModelShard::load(ctx, &file, &spec, r, limits)?);
+        shards.push(ModelShard::load(ctx, file, &spec, r, limits)?);
     }
     let info = ModelInfo {
         name: spec.name.clone(),
@@ -191,9 +230,7 @@ pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
         watermark_blocks: (num_blocks as usize / 100).max(1),
         enable_prefix_caching: cfg.enable_prefix_caching,
     };
-    Ok(LoadedModel {
-        tokenizer,
-        template,
+    Ok(LoadedShards {
         spec,
         info,
         shards,

@@ -27,11 +27,27 @@ pub fn blocks_for_budget(
 }
 
 pub fn layout_for(ctx: &GpuContext, spec: &ModelSpec, block_size: u32) -> KvCacheLayout {
+    layout_with(ctx, spec, block_size, false)
+}
+
+/// As [`layout_for`]; `exact` keeps K and V in f32 even where the device
+/// has f16 (twice the memory, no rounding: what matching a float32
+/// reference such as transformers needs).
+pub fn layout_with(
+    ctx: &GpuContext,
+    spec: &ModelSpec,
+    block_size: u32,
+    exact: bool,
+) -> KvCacheLayout {
     KvCacheLayout {
         block_size,
         n_kv_heads: spec.n_kv_heads as u32,
         head_dim: spec.head_dim as u32,
-        dtype: KvDtype::for_device(ctx),
+        dtype: if exact {
+            KvDtype::F32
+        } else {
+            KvDtype::for_device(ctx)
+        },
     }
 }
 

@@ -9,11 +9,16 @@
 //!
 //! The shard owns no sequence state: each step's [`BatchInput`] says which
 //! tokens to run, at which positions, and which KV pages they use.
+//!
+//! gpt-oss layers differ from llama's in their options (attention sinks,
+//! a sliding window on even layers, an output-projection bias, YaRN) and in
+//! their feed-forward block, a routed mixture of experts (`MoeStep`).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::gguf::{reader::GgufFile, GgmlType};
+use crate::gpu::kernels::moe::{MoeMatmul, MoeOutput, MoeRouter, Routing};
 use crate::gpu::kernels::{
     argmax::Argmax,
     attention::{AttentionConfig, AttentionKernel, LayerAttention, PagedAttention},
@@ -29,9 +34,9 @@ use crate::gpu::weights::DeviceTensor;
 use crate::gpu::{GpuContext, GpuError};
 use crate::scheduler::{BatchInput, SampleOutput};
 
-use super::kv_cache::{layout_for, DeviceKvCache};
-use super::spec::{ModelError, ModelSpec};
-use super::weights::ShardWeights;
+use super::kv_cache::{layout_with, DeviceKvCache};
+use super::spec::{Arch, ModelError, ModelSpec};
+use super::weights::{Ffn, MoeWeights, ShardWeights};
 
 /// Sizes fixed when a shard is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub struct ShardLimits {
     /// Round matmul inputs to the 8-bit grids llama.cpp uses (see
     /// `gpu::kernels::quantize_act`); off keeps exact f32 activations.
     pub quantize_activations: bool,
+    /// Keep the KV pages in f32 even where the device has f16.
+    pub kv_f32: bool,
 }
 
 /// What flows into a shard: token ids (first shard) or the previous shard's
@@ -76,10 +83,16 @@ struct Scratch {
     k: wgpu::Buffer,
     v: wgpu::Buffer,
     att: wgpu::Buffer,
+    /// `[M][ffn_dim]`, or for a mixture of experts `[M][k_used][expert_ffn]`.
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
     /// silu(gate) * up (a kernel's output may not alias its inputs).
     act: wgpu::Buffer,
+    /// Mixture of experts: router logits `[M][n_experts]`, the chosen
+    /// experts `[M][k_used]` (u32) and their weights `[M][k_used]`.
+    router_logits: wgpu::Buffer,
+    expert_ids: wgpu::Buffer,
+    expert_weights: wgpu::Buffer,
     xs: wgpu::Buffer,
     logits: wgpu::Buffer,
     ids: wgpu::Buffer,
@@ -96,6 +109,9 @@ struct Kernels {
     kv_write: KvWrite,
     attention: PagedAttention,
     swiglu: SwiGlu,
+    /// Mixture of experts (gpt-oss) only.
+    moe_router: Option<MoeRouter>,
+    moe_matmul: HashMap<GgmlType, MoeMatmul>,
     argmax: Argmax,
     quantize_act: QuantizeAct,
 }
@@ -127,7 +143,7 @@ impl ModelShard {
     ) -> Result<Self, ModelError> {
         assert!(layers.start < layers.end && layers.end <= spec.n_layers);
         let weights = ShardWeights::load(&ctx, file, spec, layers.clone())?;
-        let layout = layout_for(&ctx, spec, limits.block_size);
+        let layout = layout_with(&ctx, spec, limits.block_size, limits.kv_f32);
         let kv = DeviceKvCache::new(&ctx, layout, layers.len(), limits.num_blocks)?;
         let kernels = Self::kernels(&ctx, spec, &weights, layout)?;
         let scratch = Self::scratch(&ctx, spec, &limits, &weights)?;
@@ -158,9 +174,19 @@ impl ModelShard {
         if let Some(e) = &w.embedding {
             embedding.insert(e.ty, Embedding::new(ctx, e.ty)?);
         }
+        let mut moe_matmul = HashMap::new();
+        for t in w.expert_types() {
+            moe_matmul.insert(t, MoeMatmul::new(ctx, t)?);
+        }
+        let moe_router = if spec.n_experts > 0 {
+            Some(MoeRouter::new(ctx)?)
+        } else {
+            None
+        };
         let mut rope = RopeParams::new(spec.rope_mode, spec.head_dim as u32, spec.rope_freq_base);
         rope.n_rot = spec.rope_n_rot as u32;
         rope.freq_scale = spec.rope_freq_scale;
+        rope.yarn = spec.yarn_params();
         Ok(Kernels {
             embedding,
             matmul,
@@ -177,7 +203,16 @@ impl ModelShard {
                 },
             )
             .map_err(kv_err)?,
-            swiglu: SwiGlu::new(ctx, SwiGluMode::Silu)?,
+            swiglu: SwiGlu::new(
+                ctx,
+                if spec.arch == Arch::GptOss {
+                    SwiGluMode::GPT_OSS
+                } else {
+                    SwiGluMode::Silu
+                },
+            )?,
+            moe_router,
+            moe_matmul,
             argmax: Argmax::new(ctx)?,
             quantize_act: QuantizeAct::new(ctx)?,
         })
@@ -191,9 +226,14 @@ impl ModelShard {
     ) -> Result<Scratch, ModelError> {
         let t = l.max_tokens;
         let r = l.max_samples;
+        let ffn = if spec.n_experts > 0 {
+            spec.n_experts_used * spec.expert_ffn_dim
+        } else {
+            spec.ffn_dim
+        };
         let mut xq = HashMap::new();
         if l.quantize_activations {
-            let width = spec.d_model.max(spec.q_dim()).max(spec.ffn_dim);
+            let width = spec.d_model.max(spec.q_dim()).max(ffn);
             for t_ in w.matrix_types() {
                 let q = ActQuant::for_weight(t_);
                 if q != ActQuant::None && !xq.contains_key(&q) {
@@ -223,9 +263,12 @@ impl ModelShard {
             k: f32_buf(ctx, "k", t * spec.kv_dim())?,
             v: f32_buf(ctx, "v", t * spec.kv_dim())?,
             att: f32_buf(ctx, "att", t * spec.q_dim())?,
-            gate: f32_buf(ctx, "gate", t * spec.ffn_dim)?,
-            up: f32_buf(ctx, "up", t * spec.ffn_dim)?,
-            act: f32_buf(ctx, "act", t * spec.ffn_dim)?,
+            gate: f32_buf(ctx, "gate", t * ffn)?,
+            up: f32_buf(ctx, "up", t * ffn)?,
+            act: f32_buf(ctx, "act", t * ffn)?,
+            router_logits: f32_buf(ctx, "router logits", t * spec.n_experts)?,
+            expert_ids: u32_buf("expert ids", t * spec.n_experts_used)?,
+            expert_weights: f32_buf(ctx, "expert weights", t * spec.n_experts_used)?,
             xs: f32_buf(ctx, "xs", r * spec.d_model)?,
             logits: f32_buf(ctx, "logits", r * spec.vocab_size)?,
             ids: u32_buf("ids", r)?,
@@ -356,6 +399,13 @@ impl ModelShard {
                 spec.q_dim() as u32,
                 spec.ffn_dim as u32,
             );
+            let moe = MoeStep {
+                kernels: k,
+                scratch: s,
+                ctx,
+                spec,
+                m,
+            };
             for (i, lw) in self.weights.layers.iter().enumerate() {
                 let rows = Rows { count: m, width: d };
                 k.rmsnorm
@@ -378,22 +428,31 @@ impl ModelShard {
                 k.kv_write.encode(ctx, &mut pass, &paged, &s.k, &s.v, cache);
                 let layer = LayerAttention {
                     cache,
-                    window: 0,
-                    sinks: None,
+                    window: spec.layer_window(self.layers.start + i),
+                    sinks: lw.sinks.as_ref(),
                 };
                 k.attention
                     .encode(ctx, &mut pass, &paged, &layer, &s.q, &s.att);
                 let mut input = Rounded::new(k, s, ctx, &s.att, m * qd);
-                input.mul(&mut pass, &lw.wo, &s.x, m, None, true)?;
+                input.mul(&mut pass, &lw.wo, &s.x, m, lw.bo.as_ref(), true)?;
                 k.rmsnorm
                     .encode(ctx, &mut pass, &s.x, &lw.ffn_norm, &s.xn, rows);
-                let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
-                input.mul(&mut pass, &lw.w_gate, &s.gate, m, None, false)?;
-                input.mul(&mut pass, &lw.w_up, &s.up, m, None, false)?;
-                k.swiglu
-                    .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * ff);
-                let mut input = Rounded::new(k, s, ctx, &s.act, m * ff);
-                input.mul(&mut pass, &lw.w_down, &s.x, m, None, true)?;
+                match &lw.ffn {
+                    Ffn::Dense {
+                        w_gate,
+                        w_up,
+                        w_down,
+                    } => {
+                        let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
+                        input.mul(&mut pass, w_gate, &s.gate, m, None, false)?;
+                        input.mul(&mut pass, w_up, &s.up, m, None, false)?;
+                        k.swiglu
+                            .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * ff);
+                        let mut input = Rounded::new(k, s, ctx, &s.act, m * ff);
+                        input.mul(&mut pass, w_down, &s.x, m, None, true)?;
+                    }
+                    Ffn::Moe(mw) => moe.encode(&mut pass, mw)?,
+                }
             }
         }
         let row_bytes = u64::from(d) * 4;
@@ -477,6 +536,93 @@ impl ModelShard {
             out[i].logits = Some(bytemuck::cast_slice(row).to_vec());
         }
         Ok(ShardOutput::Samples(out))
+    }
+}
+
+/// A gpt-oss mixture-of-experts block for one step, from the normed `xn`
+/// into the residual `x`.
+struct MoeStep<'a> {
+    kernels: &'a Kernels,
+    scratch: &'a Scratch,
+    ctx: &'a GpuContext,
+    spec: &'a ModelSpec,
+    m: u32,
+}
+
+impl MoeStep<'_> {
+    /// Routes each token to its experts (top-k of the raw router logits,
+    /// softmax over the k), runs their gate and up projections, the clamped
+    /// SwiGLU, and adds the routing-weighted sum of their down projections
+    /// into `x`. The expert matmuls read exact f32 activations (no rounding
+    /// onto an activation grid).
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, w: &MoeWeights) -> Result<(), GpuError> {
+        let (k, s, ctx, m) = (self.kernels, self.scratch, self.ctx, self.m);
+        let spec = self.spec;
+        let (e, used) = (spec.n_experts as u32, spec.n_experts_used as u32);
+        let mut input = Rounded::new(k, s, ctx, &s.xn, m * spec.d_model as u32);
+        input.mul(
+            pass,
+            &w.router,
+            &s.router_logits,
+            m,
+            Some(&w.router_bias),
+            false,
+        )?;
+        k.moe_router
+            .as_ref()
+            .expect("built for a model with experts")
+            .encode(
+                ctx,
+                pass,
+                &s.router_logits,
+                &s.expert_ids,
+                &s.expert_weights,
+                m,
+                e,
+                used,
+            )?;
+        let route = Routing {
+            m,
+            k_used: used,
+            ids: &s.expert_ids,
+            weights: &s.expert_weights,
+        };
+        let mm = |t: GgmlType| &k.moe_matmul[&t];
+        mm(w.gate.ty).encode(
+            ctx,
+            pass,
+            &w.gate,
+            &route,
+            &s.xn,
+            false,
+            &s.gate,
+            MoeOutput::PerSlot,
+            Some(&w.gate_bias),
+        )?;
+        mm(w.up.ty).encode(
+            ctx,
+            pass,
+            &w.up,
+            &route,
+            &s.xn,
+            false,
+            &s.up,
+            MoeOutput::PerSlot,
+            Some(&w.up_bias),
+        )?;
+        let n = m * used * spec.expert_ffn_dim as u32;
+        k.swiglu.encode(ctx, pass, &s.gate, &s.up, &s.act, n);
+        mm(w.down.ty).encode(
+            ctx,
+            pass,
+            &w.down,
+            &route,
+            &s.act,
+            true,
+            &s.x,
+            MoeOutput::Combine,
+            Some(&w.down_bias),
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 //! forward pass needs to know about a model that is not a weight lives here.
 
 use crate::gguf::{error::GgufError, reader::GgufFile, GgmlType};
-use crate::gpu::kernels::rope::RopeMode;
+use crate::gpu::kernels::rope::{RopeMode, YarnParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -48,6 +48,10 @@ impl Arch {
     }
 }
 
+/// Most experts a token may use: the router kernel keeps its choices in a
+/// fixed-size private array (`shaders/moe_router.wgsl`).
+pub const MAX_EXPERTS_USED: usize = 8;
+
 /// The shape and options of a decoder-only transformer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
@@ -75,8 +79,24 @@ pub struct ModelSpec {
     /// Mixture of experts (gpt-oss): number of experts and how many run per token.
     pub n_experts: usize,
     pub n_experts_used: usize,
-    /// Sliding-window size for the layers that use one (gpt-oss: every other layer).
+    /// Sliding-window size for the layers that use one (gpt-oss: every other
+    /// layer, see [`ModelSpec::layer_window`]); 0 = none.
     pub sliding_window: usize,
+    /// Hidden width of one expert's FFN (GGUF `*.expert_feed_forward_length`;
+    /// `ffn_dim` when absent). Only meaningful with `n_experts > 0`.
+    pub expert_ffn_dim: usize,
+    /// YaRN context extension (GGUF `*.rope.scaling.type = "yarn"`), or `None`.
+    pub yarn: Option<YarnSpec>,
+}
+
+/// The GGUF side of YaRN: what the file records. `rope_freq_scale` already
+/// holds `1 / factor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnSpec {
+    /// `*.rope.scaling.factor`.
+    pub factor: f32,
+    /// `*.rope.scaling.original_context_length`.
+    pub original_context: u32,
 }
 
 impl ModelSpec {
@@ -126,6 +146,28 @@ impl ModelSpec {
                 })
             }
         };
+        let yarn = if scaling == "yarn" {
+            let original_context = m
+                .opt_u32(&k("rope.scaling.original_context_length"))?
+                .unwrap_or(0);
+            if original_context == 0 {
+                return Err(ModelError::Invalid {
+                    path,
+                    message: format!(
+                        "YaRN rope scaling needs {arch_name}.rope.scaling.original_context_length > 0"
+                    ),
+                });
+            }
+            Some(YarnSpec {
+                factor,
+                original_context,
+            })
+        } else {
+            None
+        };
+        let expert_ffn_dim = m
+            .opt_u32(&k("expert_feed_forward_length"))?
+            .map_or(ffn_dim, |v| v as usize);
         let embd = file.tensor("token_embd.weight")?;
         let vocab_size = embd.n_rows();
         if embd.row_len() != d_model {
@@ -160,6 +202,8 @@ impl ModelSpec {
             n_experts: m.opt_u32(&k("expert_count"))?.unwrap_or(0) as usize,
             n_experts_used: m.opt_u32(&k("expert_used_count"))?.unwrap_or(0) as usize,
             sliding_window: m.opt_u32(&k("attention.sliding_window"))?.unwrap_or(0) as usize,
+            expert_ffn_dim,
+            yarn,
         };
         spec.check(&path)?;
         Ok(spec)
@@ -187,7 +231,52 @@ impl ModelSpec {
                 self.rope_n_rot, self.head_dim
             ));
         }
+        if self.arch == Arch::GptOss
+            && (self.n_experts == 0
+                || self.n_experts_used == 0
+                || self.n_experts_used > self.n_experts
+                || self.n_experts_used > MAX_EXPERTS_USED
+                || self.expert_ffn_dim == 0)
+        {
+            return bad(format!(
+                "gpt-oss needs 1 <= expert_used_count <= min(expert_count, {MAX_EXPERTS_USED}) \
+                 and an expert_feed_forward_length; got {} of {} experts, width {}",
+                self.n_experts_used, self.n_experts, self.expert_ffn_dim
+            ));
+        }
         Ok(())
+    }
+
+    /// The attention window of layer `l` in positions (the token itself
+    /// included), 0 for full attention. gpt-oss alternates, starting with a
+    /// sliding layer: transformers' `layer_types` and llama.cpp's SWA pattern
+    /// of 2 both put the window on the even layers.
+    pub fn layer_window(&self, l: usize) -> u32 {
+        if self.arch == Arch::GptOss && l.is_multiple_of(2) {
+            self.sliding_window as u32
+        } else {
+            0
+        }
+    }
+
+    /// GGML's YaRN parameters for this model's RoPE.
+    ///
+    /// gpt-oss is defined without the rounding of the ramp's ends (its HF
+    /// config says `"truncate": false`), which GGUF does not record, so it is
+    /// set here by architecture. llama.cpp's defaults for the rest: ramp
+    /// weight 1, betas 32 and 1, magnitude 1 (times YaRN's own correction).
+    pub fn yarn_params(&self) -> YarnParams {
+        match self.yarn {
+            None => YarnParams::none(),
+            Some(y) => YarnParams {
+                ext_factor: 1.0,
+                attn_factor: 1.0,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                n_ctx_orig: y.original_context,
+                truncate: self.arch != Arch::GptOss,
+            },
+        }
     }
 
     pub fn q_dim(&self) -> usize {

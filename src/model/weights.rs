@@ -2,7 +2,8 @@
 //! layers of its range, and the final norm and output projection (last
 //! shard). Matrices stay in their GGUF type ([`DeviceTensor`]); norms and
 //! biases are dequantized to f32 at load, since they are small and read once
-//! per row.
+//! per row. A gpt-oss layer's feed-forward block is a mixture of experts
+//! ([`MoeWeights`]): the expert stacks stay in their GGUF type too.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use crate::gguf::{quant, reader::GgufFile, GgmlType};
 use crate::gpu::weights::DeviceTensor;
 use crate::gpu::GpuContext;
 
-use super::spec::{ModelError, ModelSpec};
+use super::spec::{Arch, ModelError, ModelSpec};
+use crate::gpu::kernels::moe::ExpertStack;
 
 /// The types the matmul and embedding kernels read directly.
 pub const MATRIX_TYPES: [GgmlType; 12] = GgmlType::ALL;
@@ -25,10 +27,65 @@ pub struct LayerWeights {
     pub bq: Option<wgpu::Buffer>,
     pub bk: Option<wgpu::Buffer>,
     pub bv: Option<wgpu::Buffer>,
+    /// Output projection bias (gpt-oss).
+    pub bo: Option<wgpu::Buffer>,
+    /// Per-head attention sink logits `[n_heads]` (gpt-oss).
+    pub sinks: Option<wgpu::Buffer>,
+    /// The norm before the feed-forward block (gpt-oss's GGUF calls it
+    /// `post_attention_norm`).
     pub ffn_norm: wgpu::Buffer,
-    pub w_gate: DeviceTensor,
-    pub w_up: DeviceTensor,
-    pub w_down: DeviceTensor,
+    pub ffn: Ffn,
+}
+
+/// A layer's feed-forward block.
+pub enum Ffn {
+    /// llama, qwen2: `down(silu(gate x) * up x)`.
+    Dense {
+        w_gate: DeviceTensor,
+        w_up: DeviceTensor,
+        w_down: DeviceTensor,
+    },
+    /// gpt-oss: a routed mixture of experts.
+    Moe(MoeWeights),
+}
+
+/// A gpt-oss mixture-of-experts block. Expert stacks are `[E][rows][K]`;
+/// the biases are `[E][rows]` f32.
+pub struct MoeWeights {
+    /// `[E][d_model]`: router logits `x · routerᵀ + router_bias`.
+    pub router: DeviceTensor,
+    pub router_bias: wgpu::Buffer,
+    /// `[E][expert_ffn][d_model]`.
+    pub gate: ExpertStack,
+    pub gate_bias: wgpu::Buffer,
+    pub up: ExpertStack,
+    pub up_bias: wgpu::Buffer,
+    /// `[E][d_model][expert_ffn]`.
+    pub down: ExpertStack,
+    pub down_bias: wgpu::Buffer,
+}
+
+impl LayerWeights {
+    /// The dense matrices (the expert stacks are not included).
+    fn matrices(&self) -> Vec<&DeviceTensor> {
+        let mut v = vec![&self.wq, &self.wk, &self.wv, &self.wo];
+        match &self.ffn {
+            Ffn::Dense {
+                w_gate,
+                w_up,
+                w_down,
+            } => v.extend([w_gate, w_up, w_down]),
+            Ffn::Moe(m) => v.push(&m.router),
+        }
+        v
+    }
+
+    fn experts(&self) -> Vec<&ExpertStack> {
+        match &self.ffn {
+            Ffn::Dense { .. } => Vec::new(),
+            Ffn::Moe(m) => vec![&m.gate, &m.up, &m.down],
+        }
+    }
 }
 
 pub struct ShardWeights {
@@ -93,6 +150,57 @@ impl Loader<'_> {
         Ok(self.ctx.storage_from(name, &v)?)
     }
 
+    /// An expert stack: GGUF dims `[cols, rows, n_experts]`.
+    fn experts(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        n_experts: usize,
+    ) -> Result<ExpertStack, ModelError> {
+        let info = self.file.tensor(name)?;
+        let expected = [cols as u64, rows as u64, n_experts as u64];
+        if info.dims != expected {
+            return Err(ModelError::BadShape {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                found: info.dims.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        if !MATRIX_TYPES.contains(&info.ggml_type) {
+            return Err(ModelError::UnsupportedType {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                ty: info.ggml_type,
+                what: "expert matmul",
+            });
+        }
+        Ok(ExpertStack::upload(
+            self.ctx,
+            name,
+            info.ggml_type,
+            [cols, rows, n_experts],
+            self.file.tensor_bytes(info),
+        )?)
+    }
+
+    fn moe(&self, l: usize) -> Result<MoeWeights, ModelError> {
+        let s = self.spec;
+        let n = |t: &str| format!("blk.{l}.{t}");
+        let (e, f, d) = (s.n_experts, s.expert_ffn_dim, s.d_model);
+        Ok(MoeWeights {
+            router: self.matrix(&n("ffn_gate_inp.weight"), e, d)?,
+            router_bias: self.vector(&n("ffn_gate_inp.bias"), e)?,
+            gate: self.experts(&n("ffn_gate_exps.weight"), f, d, e)?,
+            gate_bias: self.vector(&n("ffn_gate_exps.bias"), e * f)?,
+            up: self.experts(&n("ffn_up_exps.weight"), f, d, e)?,
+            up_bias: self.vector(&n("ffn_up_exps.bias"), e * f)?,
+            down: self.experts(&n("ffn_down_exps.weight"), d, f, e)?,
+            down_bias: self.vector(&n("ffn_down_exps.bias"), e * d)?,
+        })
+    }
+
     fn opt_vector(&self, name: &str, len: usize) -> Result<Option<wgpu::Buffer>, ModelError> {
         match self.file.get_tensor(name) {
             Some(_) => self.vector(name, len).map(Some),
@@ -103,6 +211,22 @@ impl Loader<'_> {
     fn layer(&self, l: usize) -> Result<LayerWeights, ModelError> {
         let s = self.spec;
         let n = |t: &str| format!("blk.{l}.{t}");
+        let gpt_oss = s.arch == Arch::GptOss;
+        let (ffn_norm, ffn) = if gpt_oss {
+            (
+                self.vector(&n("post_attention_norm.weight"), s.d_model)?,
+                Ffn::Moe(self.moe(l)?),
+            )
+        } else {
+            (
+                self.vector(&n("ffn_norm.weight"), s.d_model)?,
+                Ffn::Dense {
+                    w_gate: self.matrix(&n("ffn_gate.weight"), s.ffn_dim, s.d_model)?,
+                    w_up: self.matrix(&n("ffn_up.weight"), s.ffn_dim, s.d_model)?,
+                    w_down: self.matrix(&n("ffn_down.weight"), s.d_model, s.ffn_dim)?,
+                },
+            )
+        };
         Ok(LayerWeights {
             attn_norm: self.vector(&n("attn_norm.weight"), s.d_model)?,
             wq: self.matrix(&n("attn_q.weight"), s.q_dim(), s.d_model)?,
@@ -112,10 +236,14 @@ impl Loader<'_> {
             bq: self.opt_vector(&n("attn_q.bias"), s.q_dim())?,
             bk: self.opt_vector(&n("attn_k.bias"), s.kv_dim())?,
             bv: self.opt_vector(&n("attn_v.bias"), s.kv_dim())?,
-            ffn_norm: self.vector(&n("ffn_norm.weight"), s.d_model)?,
-            w_gate: self.matrix(&n("ffn_gate.weight"), s.ffn_dim, s.d_model)?,
-            w_up: self.matrix(&n("ffn_up.weight"), s.ffn_dim, s.d_model)?,
-            w_down: self.matrix(&n("ffn_down.weight"), s.d_model, s.ffn_dim)?,
+            bo: self.opt_vector(&n("attn_output.bias"), s.d_model)?,
+            sinks: if gpt_oss {
+                Some(self.vector(&n("attn_sinks.weight"), s.n_heads)?)
+            } else {
+                None
+            },
+            ffn_norm,
+            ffn,
         })
     }
 }
@@ -168,7 +296,7 @@ impl ShardWeights {
         })
     }
 
-    /// The distinct types of the matrices multiplied by this shard.
+    /// The distinct types of the dense matrices multiplied by this shard.
     pub fn matrix_types(&self) -> Vec<GgmlType> {
         let mut types = Vec::new();
         let mut note = |t: &DeviceTensor| {
@@ -177,12 +305,23 @@ impl ShardWeights {
             }
         };
         for l in &self.layers {
-            for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for t in l.matrices() {
                 note(t);
             }
         }
         if let Some(o) = &self.output {
             note(o);
+        }
+        types
+    }
+
+    /// The distinct types of the expert stacks (empty without experts).
+    pub fn expert_types(&self) -> Vec<GgmlType> {
+        let mut types = Vec::new();
+        for t in self.layers.iter().flat_map(LayerWeights::experts) {
+            if !types.contains(&t.ty) {
+                types.push(t.ty);
+            }
         }
         types
     }
@@ -194,7 +333,7 @@ impl ShardWeights {
             add(e);
         }
         for l in &self.layers {
-            for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for t in l.matrices() {
                 add(t);
             }
         }
@@ -203,6 +342,12 @@ impl ShardWeights {
                 add(o);
             }
         }
-        total
+        let experts: u64 = self
+            .layers
+            .iter()
+            .flat_map(LayerWeights::experts)
+            .map(ExpertStack::device_bytes)
+            .sum();
+        total + experts
     }
 }

@@ -34,6 +34,7 @@ pub mod embedding;
 pub mod fill;
 pub mod kv_write;
 pub mod matmul;
+pub mod moe;
 pub mod quantize_act;
 pub mod rmsnorm;
 pub mod rope;

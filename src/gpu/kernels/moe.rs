@@ -21,6 +21,9 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use crate::gguf::GgmlType;
+// Absolute paths: this file is compiled from `crate::model::shard` until
+// `src/gpu/kernels/mod.rs` declares it.
+use crate::gpu::kernels::{entry, grid_2d};
 use crate::gpu::weights::{has_scales, splice_dequant, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};
 
@@ -35,13 +38,6 @@ fn bad_call(what: &str, message: String) -> GpuError {
     GpuError::Validation {
         what: what.into(),
         message,
-    }
-}
-
-fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
     }
 }
 
@@ -204,10 +200,7 @@ impl MoeRouter {
         if m == 0 {
             return Ok(());
         }
-        let groups = m.div_ceil(ROUTER_WG);
-        let max = ctx.caps.max_workgroups_per_dim.max(1);
-        let gx = groups.min(max);
-        let gy = groups.div_ceil(gx);
+        let (gx, gy) = grid_2d(ctx, m.div_ceil(ROUTER_WG));
         let params = uniform(
             ctx,
             "moe_router params",
@@ -314,7 +307,10 @@ impl MoeMatmul {
     ) -> Result<(), GpuError> {
         let fail = |message: String| Err(bad_call(&format!("moe_matmul {}", w.name), message));
         if w.ty != self.ty {
-            return fail(format!("weight is {} but this kernel was built for {}", w.ty, self.ty));
+            return fail(format!(
+                "weight is {} but this kernel was built for {}",
+                w.ty, self.ty
+            ));
         }
         if route.m == 0 {
             return Ok(());
@@ -332,7 +328,15 @@ impl MoeMatmul {
             ("y", y, y_rows * n),
             ("ids", route.ids, m * s),
             ("weights", route.weights, m * s),
-            ("bias", bias.unwrap_or(&self.dummy), if bias.is_some() { n * u64::from(w.n_experts) } else { 0 }),
+            (
+                "bias",
+                bias.unwrap_or(&self.dummy),
+                if bias.is_some() {
+                    n * u64::from(w.n_experts)
+                } else {
+                    0
+                },
+            ),
         ] {
             if buf.size() < elems * 4 {
                 return fail(format!(
@@ -351,7 +355,11 @@ impl MoeMatmul {
             ));
         }
         let flags = if x_per_slot { FLAG_X_PER_SLOT } else { 0 }
-            | if out == MoeOutput::Combine { FLAG_COMBINE } else { 0 }
+            | if out == MoeOutput::Combine {
+                FLAG_COMBINE
+            } else {
+                0
+            }
             | if bias.is_some() { FLAG_BIAS } else { 0 };
         let layout = self.pipeline.get_bind_group_layout(0);
         pass.set_pipeline(&self.pipeline);
@@ -413,7 +421,10 @@ mod tests {
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
             let top = &order[..k];
             let mx = f64::from(row[top[0]]);
-            let ex: Vec<f64> = top.iter().map(|&i| (f64::from(row[i]) - mx).exp()).collect();
+            let ex: Vec<f64> = top
+                .iter()
+                .map(|&i| (f64::from(row[i]) - mx).exp())
+                .collect();
             let sum: f64 = ex.iter().sum();
             ids.extend(top.iter().map(|&i| i as u32));
             w.extend(ex.iter().map(|v| (v / sum) as f32));
@@ -442,14 +453,23 @@ mod tests {
 
     #[test]
     fn router_matches_reference() {
-        for (m, e, k, seed) in [(37usize, 4usize, 2usize, 1u64), (5, 32, 4, 2), (70, 128, 8, 3)] {
+        for (m, e, k, seed) in [
+            (37usize, 4usize, 2usize, 1u64),
+            (5, 32, 4, 2),
+            (70, 128, 8, 3),
+        ] {
             let mut logits = random_f32(&mut rng(seed), m * e, 4.0);
             // A tie: the lower id must win.
             logits[1] = logits[0];
             let (ids, w) = run_router(&logits, m, e, k);
             let (ids_ref, w_ref) = route_ref(&logits, e, k);
             assert_eq!(ids, ids_ref, "chosen experts m={m} e={e} k={k}");
-            assert_close(&format!("router weights m={m} e={e} k={k}"), &w, &w_ref, 1e-6);
+            assert_close(
+                &format!("router weights m={m} e={e} k={k}"),
+                &w,
+                &w_ref,
+                1e-6,
+            );
         }
     }
 
@@ -498,12 +518,26 @@ mod tests {
                 ids.extend(chosen);
             }
             let weights = random_f32(&mut r, m * s, 1.0);
-            Case { ty, m, s, n, k, bytes, w, bias, ids, weights }
+            Case {
+                ty,
+                m,
+                s,
+                n,
+                k,
+                bytes,
+                w,
+                bias,
+                ids,
+                weights,
+            }
         }
 
         fn dot(&self, e: usize, row: usize, x: &[f32]) -> f64 {
             let wr = &self.w[(e * self.n + row) * self.k..][..self.k];
-            wr.iter().zip(x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>()
+            wr.iter()
+                .zip(x)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum::<f64>()
                 + f64::from(self.bias[e * self.n + row])
         }
 
@@ -531,8 +565,18 @@ mod tests {
             let mut enc = ctx.encoder("moe test");
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                mm.encode(ctx, &mut pass, stack, &route, &xb, x_per_slot, &yb, out, Some(&bb))
-                    .unwrap();
+                mm.encode(
+                    ctx,
+                    &mut pass,
+                    stack,
+                    &route,
+                    &xb,
+                    x_per_slot,
+                    &yb,
+                    out,
+                    Some(&bb),
+                )
+                .unwrap();
             }
             ctx.submit("moe test", enc).unwrap();
             ctx.read::<f32>(&yb).unwrap()[..y0.len()].to_vec()
@@ -555,7 +599,13 @@ mod tests {
         let tol = 2e-4;
         // Per slot, shared input (gate/up).
         let x = random_f32(&mut r, m * k, 1.0);
-        let got = c.run(&stack, &x, false, vec![POISON; m * s * n], MoeOutput::PerSlot);
+        let got = c.run(
+            &stack,
+            &x,
+            false,
+            vec![POISON; m * s * n],
+            MoeOutput::PerSlot,
+        );
         let mut want = vec![0f32; m * s * n];
         for t in 0..m {
             for sl in 0..s {
@@ -565,7 +615,12 @@ mod tests {
                 }
             }
         }
-        assert_close(&format!("moe per-slot {ty} groups {}", stack.groups.len()), &got, &want, tol);
+        assert_close(
+            &format!("moe per-slot {ty} groups {}", stack.groups.len()),
+            &got,
+            &want,
+            tol,
+        );
         // Combine, input per slot (down into the residual).
         let xs = random_f32(&mut r, m * s * k, 1.0);
         let y0 = random_f32(&mut r, m * n, 1.0);
@@ -582,7 +637,12 @@ mod tests {
                 want[t * n + row] += acc as f32;
             }
         }
-        assert_close(&format!("moe combine {ty} groups {}", stack.groups.len()), &got, &want, tol);
+        assert_close(
+            &format!("moe combine {ty} groups {}", stack.groups.len()),
+            &got,
+            &want,
+            tol,
+        );
     }
 
     #[test]
@@ -629,7 +689,10 @@ mod tests {
             MoeOutput::Combine,
         );
         assert_eq!(
-            full[t * n..(t + 1) * n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            full[t * n..(t + 1) * n]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>(),
             alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
     }
