@@ -37,8 +37,10 @@ test: setup
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
 
+# In-process engine and runtime figures, then a load over HTTP.
 bench: setup
-	$(CARGO) bench
+	$(CARGO) bench --bench engine
+	$(CARGO) bench --bench serve_load
 
 # The chat page in headless Chromium against the release build.
 e2e: build

@@ -4,12 +4,14 @@
 //! every error class with its status and OpenAI error JSON, auth, CORS,
 //! static files, the WebSocket protocol, and cancellation on disconnect.
 //!
-//! The client side is written here on `std::net::TcpStream` (HTTP/1.1 with
-//! chunked decoding, and a minimal RFC 6455 client), so the tests see the
-//! bytes a real client would.
+//! The client side is `tests/common` on `std::net::TcpStream` (HTTP/1.1
+//! with chunked decoding, and a minimal RFC 6455 client), so the tests see
+//! the bytes a real client would.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,8 @@ use wgserve::backend::{
     PromptInput, RequestId,
 };
 use wgserve::scheduler::{FinishReason, TokenLogprobs, Usage};
+
+use common::*;
 
 // ---------------------------------------------------------------- mock backend
 
@@ -301,199 +305,6 @@ fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         mock,
         _web: web,
     }
-}
-
-// ---------------------------------------------------------------- HTTP client
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-
-    /// Checks OpenAI's error shape and returns the error object.
-    fn error(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text());
-        assert!(self
-            .header("content-type")
-            .unwrap()
-            .starts_with("application/json"));
-        let v = self.json();
-        let e = v["error"].clone();
-        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        assert!(e["type"].is_string(), "{v}");
-        assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
-        e
-    }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-fn send_request(
-    s: &mut TcpStream,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // A server may answer (413) and close before reading a large body.
-    let _ = s.write_all(body);
-}
-
-fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line
-        .split(' ')
-        .nth(1)
-        .unwrap_or_else(|| panic!("bad status line {line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap();
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    (status, headers)
-}
-
-fn decode_chunked(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw = &raw[eol + 2 + size + 2..];
-    }
-    out
-}
-
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    let mut s = connect(addr);
-    send_request(&mut s, method, path, headers, body);
-    let mut r = BufReader::new(s);
-    let (status, headers) = read_head(&mut r);
-    let mut raw = Vec::new();
-    let _ = r.read_to_end(&mut raw);
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { decode_chunked(&raw) } else { raw };
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn post(addr: SocketAddr, path: &str, body: &Value) -> Response {
-    http(
-        addr,
-        "POST",
-        path,
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-}
-
-fn get(addr: SocketAddr, path: &str) -> Response {
-    http(addr, "GET", path, &[], b"")
-}
-
-/// An SSE body as its events: `Data(json or "[DONE]")` or `Comment`.
-#[derive(Debug, PartialEq)]
-enum Sse {
-    Data(String),
-    Comment(String),
-}
-
-fn sse_events(body: &str) -> Vec<Sse> {
-    assert!(
-        body.ends_with("\n\n"),
-        "events end with a blank line: {body:?}"
-    );
-    body.trim_end()
-        .split("\n\n")
-        .map(|ev| {
-            if let Some(c) = ev.strip_prefix(':') {
-                Sse::Comment(c.trim().to_string())
-            } else {
-                Sse::Data(
-                    ev.strip_prefix("data: ")
-                        .unwrap_or_else(|| panic!("not a data event: {ev:?}"))
-                        .to_string(),
-                )
-            }
-        })
-        .collect()
-}
-
-/// The data events of a stream: JSON chunks, with `[DONE]` checked last.
-fn stream_chunks(resp: &Response) -> Vec<Value> {
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(resp
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/event-stream"));
-    assert_eq!(resp.header("cache-control"), Some("no-cache"));
-    let events = sse_events(&resp.text());
-    let data: Vec<&String> = events
-        .iter()
-        .filter_map(|e| match e {
-            Sse::Data(d) => Some(d),
-            Sse::Comment(_) => None,
-        })
-        .collect();
-    assert_eq!(data.last().map(|s| s.as_str()), Some("[DONE]"));
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
 }
 
 fn chat_body(content: &str) -> Value {
@@ -1073,97 +884,6 @@ fn a_client_disconnect_mid_stream_cancels_the_request() {
         s.mock.cancelled.lock().unwrap().contains(&id),
         "cancel() was called too"
     );
-}
-
-// ---------------------------------------------------------------- WebSocket client
-
-/// Sends the upgrade request; returns the status and the open stream.
-fn ws_handshake(addr: SocketAddr, path: &str) -> (u16, BufReader<TcpStream>) {
-    let mut s = connect(addr);
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let (status, headers) = read_head(&mut r);
-    if status != 101 {
-        // Drain the error body so the next handshake starts clean.
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, v)| v.parse().unwrap());
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).unwrap();
-    }
-    (status, r)
-}
-
-struct Ws {
-    r: BufReader<TcpStream>,
-}
-
-impl Ws {
-    fn open(addr: SocketAddr) -> Ws {
-        let (status, r) = ws_handshake(addr, "/v1/ws");
-        assert_eq!(status, 101);
-        Ws { r }
-    }
-
-    /// One masked client frame.
-    fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
-        let mut frame = vec![0x80 | opcode];
-        let len = payload.len();
-        if len < 126 {
-            frame.push(0x80 | len as u8);
-        } else if len < 65536 {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let mask: [u8; 4] = rand::random();
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.r.get_mut().write_all(&frame).unwrap();
-    }
-
-    fn send(&mut self, v: &Value) {
-        self.send_frame(0x1, v.to_string().as_bytes());
-    }
-
-    /// The next frame: (opcode, payload).
-    fn read_frame(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 2];
-        self.r.read_exact(&mut head).unwrap();
-        let opcode = head[0] & 0x0f;
-        let mut len = (head[1] & 0x7f) as u64;
-        if len == 126 {
-            let mut b = [0u8; 2];
-            self.r.read_exact(&mut b).unwrap();
-            len = u16::from_be_bytes(b) as u64;
-        } else if len == 127 {
-            let mut b = [0u8; 8];
-            self.r.read_exact(&mut b).unwrap();
-            len = u64::from_be_bytes(b);
-        }
-        let mut payload = vec![0u8; len as usize];
-        self.r.read_exact(&mut payload).unwrap();
-        (opcode, payload)
-    }
-
-    /// The next text message, as JSON.
-    fn recv(&mut self) -> Value {
-        loop {
-            let (opcode, payload) = self.read_frame();
-            match opcode {
-                0x1 => return serde_json::from_slice(&payload).unwrap(),
-                0x9 | 0xA => continue,
-                other => panic!("unexpected frame opcode {other}"),
-            }
-        }
-    }
 }
 
 #[test]
