@@ -157,6 +157,7 @@ pub struct ServeArgs {
     /// Comma-separated bearer keys; empty disables auth.
     #[arg(
         long,
+        alias = "api-key",
         env = "WGSERVE_API_KEYS",
         value_delimiter = ',',
         hide_env_values = true

@@ -149,6 +149,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     };
     let handle = server.handle();
     let loader = backend.clone();
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_in_loader = failed.clone();
     actix_rt::spawn(async move {
         let loaded = actix_rt::task::spawn_blocking(move || engine::load(&engine_cfg)).await;
         match loaded {
@@ -171,14 +173,19 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             }
             Ok(Err(e)) => {
                 tracing::error!("could not load the model: {e}");
+                failed_in_loader.store(true, std::sync::atomic::Ordering::SeqCst);
                 handle.stop(false).await;
             }
             Err(e) => {
                 tracing::error!("the model loader panicked: {e}");
+                failed_in_loader.store(true, std::sync::atomic::Ordering::SeqCst);
                 handle.stop(false).await;
             }
         }
     });
     server.await?;
+    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("the model {} could not be loaded", config.model.display());
+    }
     Ok(())
 }
