@@ -3,7 +3,7 @@
 //! -- MODEL ID ID ...` prints the top-5 next-token probabilities after the
 //! last id. Slow and simple on purpose; no code is shared with the kernels.
 
-use wgserve::gguf::{quant, reader::GgufFile};
+use wgserve::gguf::reader::GgufFile;
 use wgserve::model::spec::ModelSpec;
 
 fn tensor(f: &GgufFile, name: &str) -> Vec<f64> {
@@ -52,7 +52,6 @@ fn main() {
     let f = GgufFile::open(&args[1]).unwrap();
     let ids: Vec<usize> = args[2..].iter().map(|s| s.parse().unwrap()).collect();
     let s = ModelSpec::from_gguf(&f).unwrap();
-    let _ = quant::dequantize;
     let d = s.d_model;
     let hd = s.head_dim;
     let eps = f64::from(s.rms_eps);
