@@ -9,6 +9,9 @@
 //! - batch invariance: all prompts generated as one batch give exactly the
 //!   ids each gives alone, on one shard and on two.
 
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -30,7 +33,7 @@ struct Case {
 }
 
 fn load_reference() -> Vec<Case> {
-    let path = root().join("../shared/reference/smollm2-greedy.json");
+    let path = reference::reference_dir().join("smollm2-greedy.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reference {} missing: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap();

@@ -6,6 +6,9 @@
 //! at a time as in one pass. The GGUFs carry no tokenizer, so the model is
 //! loaded with `engine::load_shards` and fed token ids.
 
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -19,7 +22,7 @@ use wgserve::scheduler::{BatchInput, SampleRow, Scheduler, SeqEvent, SeqRequest}
 const TOL: f32 = 1e-4;
 
 fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/gpt-oss-tiny")
+    reference::reference_dir().join("gpt-oss-tiny")
 }
 
 fn json(rel: &str) -> Value {

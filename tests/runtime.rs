@@ -10,6 +10,9 @@
 //! to a dozen tokens, each test function loads one runtime, and the tests run
 //! one at a time.
 
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -62,7 +65,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 /// The reference prompts plus two more: eight in all.
 fn prompts() -> Vec<String> {
-    let path = manifest_dir().join("../shared/reference/smollm2-greedy.json");
+    let path = reference::reference_dir().join("smollm2-greedy.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("the reference file {} is missing: {e}", path.display()));
     let json: Value = serde_json::from_str(&text).expect("the reference file is JSON");

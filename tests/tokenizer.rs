@@ -2,6 +2,9 @@
 //! (SmolLM2-135M-Instruct, byte-level BPE with the `smollm` pre-tokenizer)
 //! and llama.cpp's reference token ids in `../shared/reference/`.
 
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -27,7 +30,7 @@ fn tokenizer() -> &'static Tokenizer {
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
     REF.get_or_init(|| {
-        let path = manifest_dir().join("../shared/reference/smollm2-greedy.json");
+        let path = reference::reference_dir().join("smollm2-greedy.json");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
                 "the reference file {} is missing ({e}); it lives in the shared reference \
