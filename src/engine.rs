@@ -96,7 +96,8 @@ pub struct ModelInfo {
 }
 
 pub struct Engine {
-    pub tokenizer: Tokenizer,
+    /// `None` for a model without a vocabulary: it takes token ids only.
+    pub tokenizer: Option<Tokenizer>,
     pub template: ChatTemplate,
     pub spec: ModelSpec,
     pub info: ModelInfo,
@@ -107,7 +108,8 @@ pub struct Engine {
 /// Opens the devices and loads the shards (the part of loading the Shard
 /// actors do on their own threads).
 pub struct LoadedModel {
-    pub tokenizer: Tokenizer,
+    /// `None` for a model without a vocabulary: it takes token ids only.
+    pub tokenizer: Option<Tokenizer>,
     pub template: ChatTemplate,
     pub spec: ModelSpec,
     pub info: ModelInfo,
@@ -125,16 +127,46 @@ pub struct LoadedShards {
     pub scheduler_config: SchedulerConfig,
 }
 
-pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Tokenizer), EngineError> {
-    let file = GgufFile::open(path).map_err(ModelError::from)?;
+/// Opens a model's weights: a GGUF file, or a HuggingFace directory
+/// (`config.json` and safetensors) presented as one.
+pub fn open_weights(path: &Path) -> Result<GgufFile, ModelError> {
+    if crate::hf::is_model_dir(path) {
+        Ok(crate::hf::open_dir(path)?)
+    } else {
+        Ok(GgufFile::open(path)?)
+    }
+}
+
+/// The model's tokenizer: a directory's `tokenizer.json`, or the GGUF's
+/// embedded vocabulary. `None` when it has neither (the model then takes
+/// token ids only); a tokenizer that is present but broken is an error.
+pub fn open_tokenizer(path: &Path, file: &GgufFile) -> Result<Option<Tokenizer>, EngineError> {
+    if crate::hf::is_model_dir(path) {
+        return match crate::hf::tokenizer_path(path) {
+            Some(p) => Ok(Some(Tokenizer::from_file(&p)?)),
+            None => Ok(None),
+        };
+    }
+    if file.metadata.contains("tokenizer.ggml.model") {
+        Ok(Some(Tokenizer::from_gguf(&file.metadata)?))
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Option<Tokenizer>), EngineError> {
+    let file = open_weights(path)?;
     let spec = ModelSpec::from_gguf(&file)?;
-    let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
+    let tokenizer = open_tokenizer(path, &file)?;
     Ok((file, spec, tokenizer))
 }
 
 pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
     let (file, spec, tokenizer) = open_model(&cfg.model)?;
-    let template = ChatTemplate::from_model(tokenizer.chat_template())?;
+    let template = match &tokenizer {
+        Some(t) => ChatTemplate::from_model(t.chat_template())?,
+        None => ChatTemplate::chatml(),
+    };
     let s = load_shards_of(cfg, &file, spec)?;
     Ok(LoadedModel {
         tokenizer,
@@ -151,7 +183,7 @@ pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
 /// token ids (`run_shards`, or a [`Scheduler`] over
 /// [`LoadedShards::scheduler_config`]).
 pub fn load_shards(cfg: &EngineConfig) -> Result<LoadedShards, EngineError> {
-    let file = GgufFile::open(&cfg.model).map_err(ModelError::from)?;
+    let file = open_weights(&cfg.model)?;
     let spec = ModelSpec::from_gguf(&file)?;
     load_shards_of(cfg, &file, spec)
 }

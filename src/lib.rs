@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod gguf;
 pub mod gpu;
+pub mod hf;
 pub mod kv;
 pub mod model;
 pub mod scheduler;

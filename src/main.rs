@@ -41,15 +41,19 @@ enum Command {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// GGUF model file.
+    /// GGUF model file, or a HuggingFace model directory.
     #[arg(long, default_value = DEFAULT_MODEL, env = "WGSERVE_MODEL")]
     model: PathBuf,
     /// Raw prompt text (no chat template).
-    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    #[arg(long, group = "input", required_unless_present_any = ["chat", "prompt_ids"])]
     prompt: Option<String>,
     /// A user message, sent through the model's chat template.
-    #[arg(long)]
+    #[arg(long, group = "input")]
     chat: Option<String>,
+    /// The prompt as token ids, comma-separated ("1,2,3"); the only input a
+    /// model without a tokenizer takes.
+    #[arg(long, group = "input", value_delimiter = ',', num_args = 1..)]
+    prompt_ids: Option<Vec<u32>>,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// 0 is greedy.
@@ -123,13 +127,14 @@ fn main() -> Result<()> {
 }
 
 fn info(model: PathBuf) -> Result<()> {
-    let file = wgserve::gguf::reader::GgufFile::open(&model)
+    let file = wgserve::engine::open_weights(&model)
         .with_context(|| format!("reading {}", model.display()))?;
     let spec = wgserve::model::spec::ModelSpec::from_gguf(&file)?;
     println!("{spec:#?}");
-    // Some GGUFs (test models) carry no tokenizer; say so rather than fail.
-    match wgserve::tokenizer::Tokenizer::from_gguf(&file.metadata) {
-        Ok(tok) => println!("tokenizer: {}", tok.description()),
+    // Some models (test models) carry no tokenizer; say so rather than fail.
+    match wgserve::engine::open_tokenizer(&model, &file) {
+        Ok(Some(tok)) => println!("tokenizer: {}", tok.description()),
+        Ok(None) => println!("tokenizer: none (the model takes token ids only)"),
         Err(e) => println!("tokenizer: none usable ({e})"),
     }
     for (i, a) in wgserve::gpu::context::list_adapters().iter().enumerate() {
@@ -144,7 +149,8 @@ fn info(model: PathBuf) -> Result<()> {
 fn generate(a: GenerateArgs) -> Result<()> {
     if !a.model.exists() {
         bail!(
-            "model file {} not found; run scripts/setup to fetch the default model, or pass --model",
+            "model {} not found; run scripts/setup to fetch the default model, or pass --model \
+             (a GGUF file or a HuggingFace model directory)",
             a.model.display()
         );
     }
@@ -164,20 +170,55 @@ fn generate(a: GenerateArgs) -> Result<()> {
         engine.info.num_blocks,
         engine.info.block_size
     );
-    let text = match (&a.prompt, &a.chat) {
-        (Some(p), _) => p.clone(),
-        (None, Some(c)) => engine.template.render(
-            &[ChatMessage {
-                role: "user".into(),
-                content: c.clone(),
-            }],
-            true,
-            engine.tokenizer.bos_token().unwrap_or(""),
-            engine.tokenizer.eos_token().unwrap_or(""),
-        )?,
-        (None, None) => unreachable!("clap requires one"),
+    let tokenizer_owned = engine.tokenizer.take();
+    let tokenizer = tokenizer_owned.as_ref();
+    let need_tokenizer = || {
+        tokenizer.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no tokenizer, so it takes token ids only: pass --prompt-ids 1,2,3",
+                a.model.display()
+            )
+        })
     };
-    let prompt = engine.tokenizer.encode(&text, true)?;
+    let prompt = match (&a.prompt, &a.chat, &a.prompt_ids) {
+        (_, _, Some(ids)) => {
+            if ids.is_empty() {
+                bail!("--prompt-ids is empty");
+            }
+            if let Some(&bad) = ids
+                .iter()
+                .find(|&&id| id as usize >= engine.spec.vocab_size)
+            {
+                bail!(
+                    "token id {bad} is outside the vocabulary (ids must be below {})",
+                    engine.spec.vocab_size
+                );
+            }
+            ids.clone()
+        }
+        (Some(p), _, None) => need_tokenizer()?.encode(p, true)?,
+        (None, Some(c), None) => {
+            let tok = need_tokenizer()?;
+            let text = engine.template.render(
+                &[ChatMessage {
+                    role: "user".into(),
+                    content: c.clone(),
+                }],
+                true,
+                tok.bos_token().unwrap_or(""),
+                tok.eos_token().unwrap_or(""),
+            )?;
+            tok.encode(&text, true)?
+        }
+        (None, None, None) => unreachable!("clap requires one"),
+    };
+    if prompt.len() >= engine.info.max_model_len {
+        bail!(
+            "the prompt has {} tokens but the context window is {} tokens; shorten it",
+            prompt.len(),
+            engine.info.max_model_len
+        );
+    }
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_p: a.top_p,
@@ -193,7 +234,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 prompt: prompt.clone(),
                 sampling,
                 max_tokens: a.max_tokens,
-                stop_ids: engine.tokenizer.stop_ids().to_vec(),
+                stop_ids: tokenizer.map(|t| t.stop_ids().to_vec()).unwrap_or_default(),
                 ignore_eos: a.ignore_eos,
                 logprobs: None,
             },
@@ -210,7 +251,10 @@ fn generate(a: GenerateArgs) -> Result<()> {
             if let SeqEvent::Token { token, .. } = ev {
                 t_first.get_or_insert_with(Instant::now);
                 out_ids.push(token);
-                let piece = decoder.push(&engine.tokenizer, token)?;
+                let piece = match tokenizer {
+                    Some(tok) => decoder.push(tok, token)?,
+                    None => String::new(),
+                };
                 if !a.json {
                     let mut lock = stdout.lock();
                     let _ = lock.write_all(piece.as_bytes());

@@ -3,8 +3,9 @@
 //! and full attention with sinks, 4 experts with 2 per token, YaRN RoPE) run
 //! from its GGUF forms must give transformers' float32 logits within 1e-4,
 //! its greedy continuation exactly, and the same logits decoding one token
-//! at a time as in one pass. The GGUFs carry no tokenizer, so the model is
-//! loaded with `engine::load_shards` and fed token ids.
+//! at a time as in one pass; the HuggingFace directory forms (float and the
+//! MXFP4 checkpoint) must do the same. The models carry no tokenizer, so they
+//! are loaded with `engine::load_shards` and fed token ids.
 
 #[path = "common/reference.rs"]
 mod reference;
@@ -40,18 +41,23 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn load(gguf: &str) -> LoadedShards {
-    load_shards(&EngineConfig {
-        model: reference_dir().join(gguf),
-        max_num_seqs: 48,
+/// The engine configuration for one of the reference models (a GGUF file
+/// or a HuggingFace directory under `gpt-oss-tiny/`).
+fn config(model: &str) -> EngineConfig {
+    EngineConfig {
+        model: reference_dir().join(model),
+        max_num_seqs: 64,
         max_num_batched_tokens: 64,
         kv_memory_bytes: 4 << 20,
         // transformers computes in exact f32.
         quantize_activations: false,
         enable_prefix_caching: false,
         ..Default::default()
-    })
-    .expect("load the tiny gpt-oss")
+    }
+}
+
+fn load(model: &str) -> LoadedShards {
+    load_shards(&config(model)).expect("load the tiny gpt-oss")
 }
 
 /// A batch of one sequence's positions `from..from + tokens.len()`, its
@@ -225,4 +231,136 @@ fn decode_matches_full_pass() {
     eprintln!("decode vs one pass: max abs logit difference {worst:e}");
     assert_eq!(stepped.len(), full.len());
     assert!(worst <= TOL, "decode differs from the full pass by {worst}");
+}
+
+/// The HuggingFace directory forms load through the same path: float
+/// experts stored `[E][in][out]` with interleaved gate/up, and the MXFP4
+/// checkpoint's `*_blocks`/`*_scales`.
+#[test]
+fn hf_directory_logits_match_transformers() {
+    check_logits("hf-f32", "hf-f32/logits.json");
+}
+
+#[test]
+fn hf_mxfp4_checkpoint_logits_match_transformers() {
+    check_logits("hf-mxfp4-checkpoint", "hf-mxfp4-exact/logits.json");
+}
+
+/// Two shards (two devices on the one adapter, layers split 2 + 2) give the
+/// one-shard logits.
+#[test]
+fn two_shards_match_one() {
+    let r = json("hf-f32/logits.json");
+    let tokens = ids(&r["token_ids"]);
+    let mut one = load("tiny-mxfp4exact.gguf");
+    let mut two = load_shards(&EngineConfig {
+        devices: vec![Default::default(), Default::default()],
+        ..config("tiny-mxfp4exact.gguf")
+    })
+    .expect("load on two shards");
+    assert_eq!(two.shards.len(), 2);
+    let a = full_pass(&mut one, &tokens, 0);
+    let b = full_pass(&mut two, &tokens, 0);
+    let worst = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    eprintln!("two shards vs one: max abs logit difference {worst:e}");
+    assert!(worst <= TOL, "two shards differ from one by {worst}");
+}
+
+/// Three sequences of different lengths (3, 17 and 40 tokens, so past the
+/// window and in different blocks) in one batch: each gets the logits it
+/// gets alone.
+#[test]
+fn batch_of_different_lengths_matches_alone() {
+    let r = json("hf-f32/logits.json");
+    let all = ids(&r["token_ids"]);
+    let seqs: Vec<Vec<u32>> = vec![
+        all[..17].to_vec(),
+        all[5..8].to_vec(),
+        all.iter().rev().copied().collect(),
+    ];
+    let mut m = load("tiny-f32.gguf");
+    let bs = m.info.block_size;
+    let alone: Vec<Vec<Vec<f32>>> = seqs.iter().map(|s| full_pass(&mut m, s, 0)).collect();
+    let mut b = BatchInput {
+        tokens: Vec::new(),
+        positions: Vec::new(),
+        seq_of_token: Vec::new(),
+        slot_mapping: Vec::new(),
+        block_tables: Vec::new(),
+        samples: Vec::new(),
+    };
+    let mut first_block = 20;
+    for (i, s) in seqs.iter().enumerate() {
+        let one = batch(s, 0, bs, first_block);
+        let row0 = b.tokens.len() as u32;
+        b.tokens.extend(&one.tokens);
+        b.positions.extend(&one.positions);
+        b.seq_of_token
+            .extend(std::iter::repeat_n(i as u32, s.len()));
+        b.slot_mapping.extend(&one.slot_mapping);
+        b.block_tables.extend(one.block_tables);
+        b.samples.extend(one.samples.iter().map(|r| SampleRow {
+            row: row0 + r.row,
+            want_logits: true,
+        }));
+        first_block += (s.len() as u32).div_ceil(bs) + 1;
+    }
+    let out = run_shards(&mut m.shards, &b).expect("batched pass");
+    let mut rows = out.into_iter().map(|o| o.logits.unwrap());
+    let mut worst = 0f32;
+    for seq in &alone {
+        for want in seq {
+            let got = rows.next().expect("a row per token");
+            for (x, y) in got.iter().zip(want) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    eprintln!("batched vs alone: max abs logit difference {worst:e}");
+    assert!(worst <= TOL, "batched logits differ from alone by {worst}");
+}
+
+/// `wgserve generate --prompt-ids ... --temperature 0 --json` prints
+/// transformers' greedy continuation, from the GGUF and from the HF
+/// directory; a text prompt to these tokenizer-less models is refused
+/// with a message that says to send ids.
+#[test]
+fn cli_generate_prompt_ids_gives_transformers_greedy() {
+    let g = json("hf-f32/greedy.json");
+    let prompt: Vec<String> = ids(&g["prompt_ids"]).iter().map(u32::to_string).collect();
+    let want = ids(&g["gen_ids"]);
+    for model in ["tiny-f32.gguf", "hf-f32"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgserve"))
+            .args(["generate", "--model"])
+            .arg(reference_dir().join(model))
+            .args(["--prompt-ids", &prompt.join(",")])
+            .args(["--temperature", "0", "--json", "--ignore-eos"])
+            .args(["--max-tokens", &want.len().to_string()])
+            .output()
+            .expect("run wgserve generate");
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(ids(&v["token_ids"]), want, "{model}: greedy token ids");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgserve"))
+        .args(["generate", "--model"])
+        .arg(reference_dir().join("hf-f32"))
+        .args(["--prompt", "hello", "--max-tokens", "2"])
+        .output()
+        .expect("run wgserve generate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a text prompt must fail");
+    assert!(
+        err.contains("no tokenizer") && err.contains("--prompt-ids"),
+        "unclear error: {err}"
+    );
 }

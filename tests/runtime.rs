@@ -60,6 +60,7 @@ fn tokenizer() -> &'static Tokenizer {
         open_model(&config().model)
             .expect("the default model opens")
             .2
+            .expect("the default model has a tokenizer")
     })
 }
 

@@ -113,13 +113,14 @@ impl Stream {
 }
 
 pub struct Detokenizer {
-    tokenizer: Arc<Tokenizer>,
+    /// `None` for a model without a vocabulary: events carry ids, no text.
+    tokenizer: Option<Arc<Tokenizer>>,
     scheduler: Recipient<StopSequence>,
     streams: HashMap<SeqId, Stream>,
 }
 
 impl Detokenizer {
-    pub fn new(tokenizer: Arc<Tokenizer>, scheduler: Recipient<StopSequence>) -> Self {
+    pub fn new(tokenizer: Option<Arc<Tokenizer>>, scheduler: Recipient<StopSequence>) -> Self {
         Self {
             tokenizer,
             scheduler,
@@ -139,15 +140,15 @@ impl Detokenizer {
         if stream.stopped {
             return;
         }
-        let piece = stream
-            .decoder
-            .push(&self.tokenizer, token)
-            .unwrap_or_else(|e| {
+        let piece = match &self.tokenizer {
+            Some(tok) => stream.decoder.push(tok, token).unwrap_or_else(|e| {
                 // The model's vocabulary can be wider than the tokenizer's:
                 // such an id has no text.
                 tracing::warn!("sequence {id}: token {token} has no text: {e}");
                 String::new()
-            });
+            }),
+            None => String::new(),
+        };
         stream.tokens += 1;
         let text = match stream.matcher.push(&piece) {
             StopScan::Continue(text) => text,

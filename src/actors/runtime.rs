@@ -54,7 +54,11 @@ impl Default for RuntimeOptions {
 /// What the actors need besides the shards: the pieces of a
 /// [`LoadedModel`], or of a stand-in model in tests.
 pub struct RuntimeParts {
-    pub tokenizer: Tokenizer,
+    /// `None` for a model without a vocabulary: requests must then send
+    /// token ids, and streams carry ids without text.
+    pub tokenizer: Option<Tokenizer>,
+    /// The model's vocabulary size (token ids must be below it).
+    pub vocab_size: usize,
     pub template: ChatTemplate,
     pub scheduler_config: SchedulerConfig,
     pub num_blocks: usize,
@@ -105,6 +109,7 @@ impl Runtime {
             .collect();
         let parts = RuntimeParts {
             tokenizer: loaded.tokenizer,
+            vocab_size: loaded.spec.vocab_size,
             template: loaded.template,
             scheduler_config: loaded.scheduler_config,
             num_blocks: info.num_blocks as usize,
@@ -120,10 +125,14 @@ impl Runtime {
     /// Starts the actors around shards someone else runs (a stand-in model
     /// in tests). Must be called inside a running actix `System`.
     pub fn start_parts(parts: RuntimeParts, opts: RuntimeOptions) -> Runtime {
-        let tokenizer = Arc::new(parts.tokenizer);
+        let tokenizer = parts.tokenizer.map(Arc::new);
         let template = Arc::new(parts.template);
         let max_model_len = parts.scheduler_config.max_model_len;
-        let stop_ids = tokenizer.stop_ids().to_vec();
+        let vocab_size = parts.vocab_size;
+        let stop_ids = tokenizer
+            .as_ref()
+            .map(|t| t.stop_ids().to_vec())
+            .unwrap_or_default();
 
         let intake_ctx = Context::<Intake>::new();
         let scheduler_ctx = Context::<SchedulerActor>::new();
@@ -139,7 +148,12 @@ impl Runtime {
         let tokenizer_pool = {
             let tokenizer = tokenizer.clone();
             SyncArbiter::start(opts.tokenizer_threads.max(1), move || {
-                TokenizerWorker::new(tokenizer.clone(), template.clone(), max_model_len)
+                TokenizerWorker::new(
+                    tokenizer.clone(),
+                    template.clone(),
+                    vocab_size,
+                    max_model_len,
+                )
             })
         };
         let core = Scheduler::new(

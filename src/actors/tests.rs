@@ -119,8 +119,10 @@ fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
         cache: HashMap::new(),
         steps: 0,
     });
+    let tok = tokenizer();
     let parts = RuntimeParts {
-        tokenizer: tokenizer(),
+        vocab_size: tok.vocab_size(),
+        tokenizer: Some(tok),
         template: ChatTemplate::chatml(),
         scheduler_config: SchedulerConfig {
             max_num_batched_tokens: 64,

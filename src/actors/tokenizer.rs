@@ -13,23 +13,39 @@ use crate::backend::{BackendError, PromptInput};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 pub struct TokenizerWorker {
-    tokenizer: Arc<Tokenizer>,
+    /// `None`: the model has no vocabulary and takes token ids only.
+    tokenizer: Option<Arc<Tokenizer>>,
     template: Arc<ChatTemplate>,
+    /// Token ids must be below this (the model's embedding rows).
+    vocab_size: usize,
     /// The context window: a prompt must leave room for one generated token.
     max_model_len: usize,
 }
 
 impl TokenizerWorker {
     pub fn new(
-        tokenizer: Arc<Tokenizer>,
+        tokenizer: Option<Arc<Tokenizer>>,
         template: Arc<ChatTemplate>,
+        vocab_size: usize,
         max_model_len: usize,
     ) -> Self {
         Self {
             tokenizer,
             template,
+            vocab_size,
             max_model_len,
         }
+    }
+
+    /// The tokenizer, or the error a text prompt gets from a model without one.
+    fn tokenizer(&self) -> Result<&Tokenizer, BackendError> {
+        self.tokenizer.as_deref().ok_or_else(|| {
+            BackendError::InvalidRequest(
+                "this model has no tokenizer, so it takes token ids only: send the prompt \
+                 as an array of token ids (/v1/completions)"
+                    .into(),
+            )
+        })
     }
 
     /// The token ids of `prompt`; with `check_context`, refuses a prompt
@@ -39,9 +55,9 @@ impl TokenizerWorker {
         prompt: &PromptInput,
         check_context: bool,
     ) -> Result<Vec<u32>, BackendError> {
-        let tok = &self.tokenizer;
         let ids = match prompt {
             PromptInput::Chat(messages) => {
+                let tok = self.tokenizer()?;
                 let text = self
                     .template
                     .render(
@@ -63,11 +79,15 @@ impl TokenizerWorker {
                 }
                 ids
             }
-            PromptInput::Text(text) => tok
+            PromptInput::Text(text) => self
+                .tokenizer()?
                 .encode(text, true)
                 .map_err(|e| BackendError::InvalidRequest(e.to_string()))?,
             PromptInput::Ids(ids) => {
-                let vocab = tok.vocab_size();
+                let vocab = match &self.tokenizer {
+                    Some(t) => t.vocab_size().min(self.vocab_size),
+                    None => self.vocab_size,
+                };
                 if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
                     return Err(BackendError::InvalidRequest(format!(
                         "token id {bad} is outside the vocabulary (ids must be below {vocab})"
@@ -111,7 +131,7 @@ impl Handler<Detokenize> for TokenizerWorker {
     type Result = Result<String, BackendError>;
 
     fn handle(&mut self, msg: Detokenize, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tokenizer
+        self.tokenizer()?
             .decode(&msg.ids, false)
             .map_err(|e| BackendError::InvalidRequest(e.to_string()))
     }

@@ -86,10 +86,13 @@ impl TensorInfo {
 
 /// The bytes of the file: a read-only memory map, or an owned copy for files
 /// built in memory. The owned copy is kept in `u64` words so tensor data lands
-/// on the same (at least 8-byte) alignment a page-aligned map gives.
+/// on the same (at least 8-byte) alignment a page-aligned map gives. An
+/// assembled model ([`GgufFile::assemble`]) has no file of its own: each
+/// tensor lives in one of its [`TensorData`] parts.
 enum Storage {
     Mmap(memmap2::Mmap),
     Owned { words: Vec<u64>, len: usize },
+    Parts(Vec<TensorData>),
 }
 
 impl Storage {
@@ -97,6 +100,26 @@ impl Storage {
         match self {
             Storage::Mmap(m) => m,
             Storage::Owned { words, len } => &bytemuck::cast_slice(words)[..*len],
+            Storage::Parts(_) => &[],
+        }
+    }
+}
+
+/// Where an assembled tensor's bytes are: a range of a shared memory map
+/// (another file format's data, used in place) or bytes converted in memory.
+pub enum TensorData {
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        range: std::ops::Range<usize>,
+    },
+    Owned(Vec<u8>),
+}
+
+impl TensorData {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            TensorData::Mapped { map, range } => &map[range.clone()],
+            TensorData::Owned(v) => v,
         }
     }
 }
@@ -146,6 +169,57 @@ impl GgufFile {
         // would fault on access, the standard caveat of every mmap-based loader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Self::parse(path, Storage::Mmap(map))
+    }
+
+    /// A model whose tensors come from elsewhere (a HuggingFace directory's
+    /// safetensors, converted where needed) with GGUF metadata and names, so
+    /// everything downstream reads it like a GGUF file. Each tensor's bytes
+    /// must be exactly its GGUF size.
+    pub fn assemble(
+        path: impl Into<PathBuf>,
+        metadata: Metadata,
+        tensors: Vec<(String, Vec<u64>, GgmlType, TensorData)>,
+    ) -> Result<Self, GgufError> {
+        let path = path.into();
+        let mut infos = Vec::with_capacity(tensors.len());
+        let mut parts = Vec::with_capacity(tensors.len());
+        let mut index = HashMap::new();
+        for (i, (name, dims, ggml_type, data)) in tensors.into_iter().enumerate() {
+            let info = TensorInfo {
+                name: name.clone(),
+                dims,
+                ggml_type,
+                offset: i as u64,
+            };
+            let whole = info.row_len().is_multiple_of(ggml_type.block_elems());
+            if !whole || info.n_bytes() != data.bytes().len() as u64 {
+                return Err(GgufError::BadTensor {
+                    path,
+                    reason: format!(
+                        "{ggml_type} {:?} has {} bytes of data, expected {}",
+                        info.dims,
+                        data.bytes().len(),
+                        info.n_bytes()
+                    ),
+                    tensor: name,
+                });
+            }
+            if index.insert(name.clone(), i).is_some() {
+                return Err(GgufError::DuplicateTensor { path, tensor: name });
+            }
+            infos.push(info);
+            parts.push(data);
+        }
+        Ok(GgufFile {
+            path,
+            version: 3,
+            metadata,
+            tensors: infos,
+            alignment: DEFAULT_ALIGNMENT,
+            storage: Storage::Parts(parts),
+            data_offset: 0,
+            index,
+        })
     }
 
     /// Parses a file held in memory; `path` only labels error messages.
@@ -199,6 +273,17 @@ impl GgufFile {
     /// Panics if `info` is not one of this file's [`GgufFile::tensors`]
     /// (those were bounds-checked at open; an arbitrary one was not).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
+        if let Storage::Parts(parts) = &self.storage {
+            // An assembled tensor's `offset` is its part's index.
+            match self.index.get(&info.name) {
+                Some(&i) if self.tensors[i] == *info => return parts[i].bytes(),
+                _ => panic!(
+                    "tensor_bytes: `{}` is not a tensor of {}",
+                    info.name,
+                    self.path.display()
+                ),
+            }
+        }
         let range = (self.data_offset.checked_add(info.offset))
             .and_then(|start| Some(start..start.checked_add(info.n_bytes())?))
             .and_then(|r| Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?));

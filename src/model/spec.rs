@@ -9,6 +9,8 @@ use crate::gpu::kernels::rope::{RopeMode, YarnParams};
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
     #[error("{path}: architecture {arch:?} is not supported; supported: llama, qwen2, gpt-oss")]
     UnsupportedArch { path: String, arch: String },
     #[error("{path}: tensor {tensor} has type {ty}, which the {what} kernels do not support")]

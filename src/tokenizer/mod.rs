@@ -3,9 +3,11 @@
 //! Jinja chat template rendered with minijinja.
 
 pub mod chat_template;
+pub mod harmony;
 pub mod vocab;
 
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError, CHATML_TEMPLATE};
+pub use harmony::{HarmonyDelta, HarmonyError, HarmonyOptions, HarmonyParser, ReasoningEffort};
 pub use vocab::{
     GgufVocab, IncrementalDecoder, TokenType, Tokenizer, TokenizerError, SUPPORTED_PRE_TOKENIZERS,
 };

@@ -1,0 +1,370 @@
+//! HuggingFace tensor names and layouts to llama.cpp's (gpt-oss).
+//!
+//! | HF (`model.layers.N.` ...)                    | GGUF (`blk.N.` ...)                    |
+//! |-----------------------------------------------|----------------------------------------|
+//! | `input_layernorm.weight`                      | `attn_norm.weight`                     |
+//! | `post_attention_layernorm.weight`             | `post_attention_norm.weight`           |
+//! | `self_attn.{q,k,v}_proj.{weight,bias}`        | `attn_{q,k,v}.{weight,bias}`           |
+//! | `self_attn.o_proj.{weight,bias}`              | `attn_output.{weight,bias}`            |
+//! | `self_attn.sinks`                             | `attn_sinks.weight`                    |
+//! | `mlp.router.{weight,bias}`                    | `ffn_gate_inp.{weight,bias}`           |
+//! | `mlp.experts.gate_up_proj[_bias]` (or `_blocks` + `_scales`) | `ffn_{gate,up}_exps.{weight,bias}` |
+//! | `mlp.experts.down_proj[_bias]` (or `_blocks` + `_scales`)    | `ffn_down_exps.{weight,bias}`      |
+//!
+//! plus `model.embed_tokens.weight` → `token_embd.weight`, `model.norm.weight`
+//! → `output_norm.weight`, `lm_head.weight` → `output.weight`.
+//!
+//! Layouts: HF's fused `gate_up_proj` interleaves gate (even) and up (odd)
+//! outputs; the float form stores experts `[E][in][out]` (GGUF wants
+//! `[E][out][in]`); the MXFP4 form stores `[E][out][in/32][16]` bytes with
+//! element `2i` in byte `i`'s low nibble, and `[E][out][in/32]` exponent
+//! bytes, where a GGUF MXFP4 block is the exponent byte then 16 bytes with
+//! elements `j` and `j + 16` in byte `j`'s low and high nibbles.
+
+use std::path::Path;
+
+use safetensors::Dtype;
+
+use super::safetensors_dir::{SafetensorsDir, StTensor};
+use super::{HfConfig, HfError};
+use crate::gguf::reader::TensorData;
+use crate::gguf::GgmlType;
+
+type GgufTensor = (String, Vec<u64>, GgmlType, TensorData);
+
+/// GGUF's type for a float dtype, with its element size.
+fn float_type(dtype: Dtype) -> Option<(GgmlType, usize)> {
+    match dtype {
+        Dtype::F32 => Some((GgmlType::F32, 4)),
+        Dtype::F16 => Some((GgmlType::F16, 2)),
+        Dtype::BF16 => Some((GgmlType::BF16, 2)),
+        _ => None,
+    }
+}
+
+struct Converter<'a> {
+    dir: &'a Path,
+    st: &'a SafetensorsDir,
+    out: Vec<GgufTensor>,
+    used: Vec<String>,
+}
+
+impl Converter<'_> {
+    fn invalid(&self, t: &StTensor, name: &str, message: String) -> HfError {
+        HfError::Invalid {
+            path: t.file.clone(),
+            message: format!("tensor {name}: {message}"),
+        }
+    }
+
+    fn get(&mut self, name: &str) -> Result<StTensor, HfError> {
+        let t = self.st.get(name).cloned().ok_or_else(|| HfError::Invalid {
+            path: self.dir.to_path_buf(),
+            message: format!("tensor {name} is missing from the safetensors files"),
+        })?;
+        self.used.push(name.to_string());
+        Ok(t)
+    }
+
+    fn float(&self, t: &StTensor, name: &str) -> Result<(GgmlType, usize), HfError> {
+        float_type(t.dtype).ok_or_else(|| {
+            self.invalid(
+                t,
+                name,
+                format!("dtype {:?} is not supported (F32, F16, BF16)", t.dtype),
+            )
+        })
+    }
+
+    fn check_shape(&self, t: &StTensor, name: &str, want: &[usize]) -> Result<(), HfError> {
+        if t.shape != want {
+            return Err(self.invalid(t, name, format!("shape {:?}, expected {want:?}", t.shape)));
+        }
+        Ok(())
+    }
+
+    /// A tensor used as stored: GGUF dims are the reversed shape.
+    fn direct(&mut self, hf: &str, gguf: &str, shape: &[usize]) -> Result<(), HfError> {
+        let t = self.get(hf)?;
+        self.check_shape(&t, hf, shape)?;
+        let (ty, _) = self.float(&t, hf)?;
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        self.out.push((
+            gguf.to_string(),
+            dims,
+            ty,
+            TensorData::Mapped {
+                map: t.map.clone(),
+                range: t.range.clone(),
+            },
+        ));
+        Ok(())
+    }
+
+    fn owned(&mut self, gguf: String, dims: Vec<u64>, ty: GgmlType, bytes: Vec<u8>) {
+        self.out.push((gguf, dims, ty, TensorData::Owned(bytes)));
+    }
+
+    /// `[E][2f]` interleaved biases to gate `[E][f]` and up `[E][f]`.
+    fn split_bias(&mut self, hf: &str, l: usize, e: usize, f: usize) -> Result<(), HfError> {
+        let t = self.get(hf)?;
+        self.check_shape(&t, hf, &[e, 2 * f])?;
+        let (ty, es) = self.float(&t, hf)?;
+        let src = t.bytes();
+        let (mut gate, mut up) = (
+            Vec::with_capacity(e * f * es),
+            Vec::with_capacity(e * f * es),
+        );
+        for pair in src.chunks_exact(2 * es) {
+            gate.extend_from_slice(&pair[..es]);
+            up.extend_from_slice(&pair[es..]);
+        }
+        let dims = vec![f as u64, e as u64];
+        self.owned(
+            format!("blk.{l}.ffn_gate_exps.bias"),
+            dims.clone(),
+            ty,
+            gate,
+        );
+        self.owned(format!("blk.{l}.ffn_up_exps.bias"), dims, ty, up);
+        Ok(())
+    }
+
+    /// Float experts. `gate_up_proj` `[E][d][2f]` to gate and up `[E][f][d]`;
+    /// `down_proj` `[E][f][d]` to `[E][d][f]`.
+    fn float_experts(
+        &mut self,
+        p: &str,
+        l: usize,
+        e: usize,
+        d: usize,
+        f: usize,
+    ) -> Result<(), HfError> {
+        let name = format!("{p}gate_up_proj");
+        let t = self.get(&name)?;
+        self.check_shape(&t, &name, &[e, d, 2 * f])?;
+        let (ty, es) = self.float(&t, &name)?;
+        let src = t.bytes();
+        let mut gate = vec![0u8; e * f * d * es];
+        let mut up = vec![0u8; e * f * d * es];
+        for x in 0..e {
+            for k in 0..d {
+                for j in 0..f {
+                    let s = ((x * d + k) * 2 * f + 2 * j) * es;
+                    let o = ((x * f + j) * d + k) * es;
+                    gate[o..o + es].copy_from_slice(&src[s..s + es]);
+                    up[o..o + es].copy_from_slice(&src[s + es..s + 2 * es]);
+                }
+            }
+        }
+        let dims = vec![d as u64, f as u64, e as u64];
+        self.owned(
+            format!("blk.{l}.ffn_gate_exps.weight"),
+            dims.clone(),
+            ty,
+            gate,
+        );
+        self.owned(format!("blk.{l}.ffn_up_exps.weight"), dims, ty, up);
+
+        let name = format!("{p}down_proj");
+        let t = self.get(&name)?;
+        self.check_shape(&t, &name, &[e, f, d])?;
+        let (ty, es) = self.float(&t, &name)?;
+        let src = t.bytes();
+        let mut down = vec![0u8; e * d * f * es];
+        for x in 0..e {
+            for k in 0..f {
+                for i in 0..d {
+                    let s = ((x * f + k) * d + i) * es;
+                    let o = ((x * d + i) * f + k) * es;
+                    down[o..o + es].copy_from_slice(&src[s..s + es]);
+                }
+            }
+        }
+        self.owned(
+            format!("blk.{l}.ffn_down_exps.weight"),
+            vec![f as u64, d as u64, e as u64],
+            ty,
+            down,
+        );
+        Ok(())
+    }
+
+    /// The `*_blocks`/`*_scales` pair of an MXFP4 expert stack `[E][rows][cols]`
+    /// as `n_out` GGUF MXFP4 stacks: rows interleaved `n_out` ways (gate/up:
+    /// 2; down: 1) are split, stack `k` taking rows `k, k + n_out, ...`.
+    fn mxfp4_stacks(
+        &mut self,
+        base: &str,
+        e: usize,
+        rows: usize,
+        cols: usize,
+        n_out: usize,
+    ) -> Result<Vec<Vec<u8>>, HfError> {
+        let (bn, sn) = (format!("{base}_blocks"), format!("{base}_scales"));
+        let blocks = self.get(&bn)?;
+        let scales = self.get(&sn)?;
+        if !cols.is_multiple_of(32) {
+            return Err(self.invalid(
+                &blocks,
+                &bn,
+                format!("{cols} columns is not a whole number of MXFP4 blocks"),
+            ));
+        }
+        let nb = cols / 32;
+        self.check_shape(&blocks, &bn, &[e, rows, nb, 16])?;
+        self.check_shape(&scales, &sn, &[e, rows, nb])?;
+        for (t, n) in [(&blocks, &bn), (&scales, &sn)] {
+            if t.dtype != Dtype::U8 {
+                return Err(self.invalid(t, n, format!("dtype {:?}, expected U8", t.dtype)));
+            }
+        }
+        let (qb, sb) = (blocks.bytes(), scales.bytes());
+        let block_bytes = GgmlType::MXFP4.block_bytes();
+        let mut stacks = vec![Vec::with_capacity(e * rows / n_out * nb * block_bytes); n_out];
+        for x in 0..e {
+            for r in 0..rows {
+                let out = &mut stacks[r % n_out];
+                for b in 0..nb {
+                    let blk = (x * rows + r) * nb + b;
+                    out.push(sb[blk]);
+                    let q = &qb[blk * 16..blk * 16 + 16];
+                    let nib = |i: usize| (q[i / 2] >> (4 * (i % 2))) & 0xF;
+                    out.extend((0..16).map(|j| nib(j) | (nib(j + 16) << 4)));
+                }
+            }
+        }
+        Ok(stacks)
+    }
+}
+
+/// Every GGUF tensor of a gpt-oss model from its safetensors.
+pub fn gguf_tensors(
+    dir: &Path,
+    cfg: &HfConfig,
+    st: &SafetensorsDir,
+) -> Result<Vec<GgufTensor>, HfError> {
+    let mut c = Converter {
+        dir,
+        st,
+        out: Vec::new(),
+        used: Vec::new(),
+    };
+    let d = cfg.hidden_size as usize;
+    let heads = cfg.num_attention_heads as usize;
+    let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
+    let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
+    let (q, kv) = (heads * hd, kv_heads * hd);
+    let e = cfg.num_local_experts.unwrap_or(0) as usize;
+    let f = cfg.intermediate_size as usize;
+    let vocab = cfg.vocab_size as usize;
+
+    c.direct(
+        "model.embed_tokens.weight",
+        "token_embd.weight",
+        &[vocab, d],
+    )?;
+    c.direct("model.norm.weight", "output_norm.weight", &[d])?;
+    if !cfg.tie_word_embeddings {
+        c.direct("lm_head.weight", "output.weight", &[vocab, d])?;
+    }
+    for l in 0..cfg.num_hidden_layers as usize {
+        let p = format!("model.layers.{l}.");
+        let g = |s: &str| format!("blk.{l}.{s}");
+        c.direct(
+            &format!("{p}input_layernorm.weight"),
+            &g("attn_norm.weight"),
+            &[d],
+        )?;
+        c.direct(
+            &format!("{p}post_attention_layernorm.weight"),
+            &g("post_attention_norm.weight"),
+            &[d],
+        )?;
+        for (hf, gg, rows) in [
+            ("q_proj", "attn_q", q),
+            ("k_proj", "attn_k", kv),
+            ("v_proj", "attn_v", kv),
+        ] {
+            c.direct(
+                &format!("{p}self_attn.{hf}.weight"),
+                &g(&format!("{gg}.weight")),
+                &[rows, d],
+            )?;
+            c.direct(
+                &format!("{p}self_attn.{hf}.bias"),
+                &g(&format!("{gg}.bias")),
+                &[rows],
+            )?;
+        }
+        c.direct(
+            &format!("{p}self_attn.o_proj.weight"),
+            &g("attn_output.weight"),
+            &[d, q],
+        )?;
+        c.direct(
+            &format!("{p}self_attn.o_proj.bias"),
+            &g("attn_output.bias"),
+            &[d],
+        )?;
+        c.direct(
+            &format!("{p}self_attn.sinks"),
+            &g("attn_sinks.weight"),
+            &[heads],
+        )?;
+        c.direct(
+            &format!("{p}mlp.router.weight"),
+            &g("ffn_gate_inp.weight"),
+            &[e, d],
+        )?;
+        c.direct(
+            &format!("{p}mlp.router.bias"),
+            &g("ffn_gate_inp.bias"),
+            &[e],
+        )?;
+
+        let x = format!("{p}mlp.experts.");
+        if st.get(&format!("{x}gate_up_proj_blocks")).is_some() {
+            let gu = c.mxfp4_stacks(&format!("{x}gate_up_proj"), e, 2 * f, d, 2)?;
+            let [gate, up]: [Vec<u8>; 2] = gu.try_into().expect("two stacks");
+            let dims = vec![d as u64, f as u64, e as u64];
+            c.owned(
+                g("ffn_gate_exps.weight"),
+                dims.clone(),
+                GgmlType::MXFP4,
+                gate,
+            );
+            c.owned(g("ffn_up_exps.weight"), dims, GgmlType::MXFP4, up);
+            let mut down = c.mxfp4_stacks(&format!("{x}down_proj"), e, d, f, 1)?;
+            c.owned(
+                g("ffn_down_exps.weight"),
+                vec![f as u64, d as u64, e as u64],
+                GgmlType::MXFP4,
+                down.pop().expect("one stack"),
+            );
+        } else {
+            c.float_experts(&x, l, e, d, f)?;
+        }
+        c.split_bias(&format!("{x}gate_up_proj_bias"), l, e, f)?;
+        c.direct(
+            &format!("{x}down_proj_bias"),
+            &g("ffn_down_exps.bias"),
+            &[e, d],
+        )?;
+    }
+    // A tensor nobody reads is a sign of a model this code does not know.
+    let mut unused: Vec<&str> = st
+        .names()
+        .filter(|n| !c.used.iter().any(|u| u == n))
+        .collect();
+    if !unused.is_empty() {
+        unused.sort_unstable();
+        tracing::warn!(
+            "{}: {} tensors are not used, e.g. {:?}",
+            dir.display(),
+            unused.len(),
+            &unused[..unused.len().min(4)]
+        );
+    }
+    Ok(c.out)
+}

@@ -1,0 +1,57 @@
+//! HuggingFace model directories: `config.json` and `model.safetensors` (or
+//! `model.safetensors.index.json` and its shards), presented as a
+//! [`GgufFile`] with llama.cpp's metadata keys and tensor names, so the model
+//! description, the weight loader and `wgserve info` read a directory exactly
+//! like a GGUF file.
+//!
+//! Tensors whose layout already matches GGUF's (a PyTorch `[out][in]` matrix
+//! is a GGUF `[in, out]` one) are used in place from the memory map; the ones
+//! that do not are converted in memory: gpt-oss's interleaved gate/up expert
+//! stacks are split, its float expert stacks (stored `[in][out]`) transposed,
+//! and MXFP4 checkpoints' `*_blocks`/`*_scales` pairs rewritten as GGUF MXFP4
+//! blocks. The tokenizer (`tokenizer.json`) is read by `crate::tokenizer`.
+
+mod config;
+mod convert;
+mod safetensors_dir;
+
+use std::path::{Path, PathBuf};
+
+use crate::gguf::reader::GgufFile;
+
+pub use config::HfConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    #[error("{}: {message}", .path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{}: {message}", .path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "{}: model_type {model_type:?} is not supported from a HuggingFace directory; \
+         supported: gpt_oss (convert other models to GGUF with llama.cpp)",
+        .path.display()
+    )]
+    UnsupportedModel { path: PathBuf, model_type: String },
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::error::GgufError),
+}
+
+/// Whether `path` names a model directory (rather than a GGUF file).
+pub fn is_model_dir(path: &Path) -> bool {
+    path.is_dir()
+}
+
+/// Opens a HuggingFace model directory as a GGUF-shaped model.
+pub fn open_dir(dir: &Path) -> Result<GgufFile, HfError> {
+    let config = HfConfig::read(dir)?;
+    let tensors = safetensors_dir::SafetensorsDir::open(dir)?;
+    let metadata = config.gguf_metadata(dir)?;
+    let converted = convert::gguf_tensors(dir, &config, &tensors)?;
+    Ok(GgufFile::assemble(dir, metadata, converted)?)
+}
+
+/// `dir/tokenizer.json`, when the directory has one.
+pub fn tokenizer_path(dir: &Path) -> Option<PathBuf> {
+    Some(dir.join("tokenizer.json")).filter(|p| p.is_file())
+}
