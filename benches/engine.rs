@@ -186,6 +186,7 @@ fn runtime_load(model: &str) {
                     ignore_eos: true,
                     logprobs: None,
                     keep_special: false,
+                    reasoning_effort: None,
                 };
                 let (_, rx) = rt.submit(req).await.expect("submit");
                 streams.push(rx);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::model::sampling::SamplingParams;
 use crate::scheduler::{FinishReason, TokenLogprobs, Usage};
-use crate::tokenizer::ChatMessage;
+use crate::tokenizer::{ChatMessage, ReasoningEffort};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -47,6 +47,8 @@ pub struct GenerateRequest {
     pub logprobs: Option<usize>,
     /// Include special tokens' text in the output.
     pub keep_special: bool,
+    /// Harmony models' reasoning level for chat prompts (`None`: medium).
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 /// An identifier the runtime gives each accepted request.
@@ -60,6 +62,9 @@ pub enum Event {
     /// token ids that produced it, and their logprobs when asked.
     Delta {
         text: String,
+        /// Reasoning text (harmony's `analysis` channel), kept apart from
+        /// the answer; empty for models that do not reason.
+        reasoning: String,
         token_ids: Vec<u32>,
         logprobs: Vec<TokenLogprobs>,
     },

@@ -15,9 +15,10 @@ use crate::gpu::{AdapterChoice, GpuContext};
 use crate::kv::BlockPool;
 use crate::model::kv_cache::{blocks_for_budget, layout_with};
 use crate::model::shard::{ModelShard, ShardInput, ShardLimits, ShardOutput};
+use crate::model::spec::Arch;
 use crate::model::spec::{ModelError, ModelSpec};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqEvent};
-use crate::tokenizer::{ChatTemplate, Tokenizer, TokenizerError};
+use crate::tokenizer::{ChatFormat, ChatTemplate, Tokenizer, TokenizerError};
 
 /// The default model fetched by `scripts/setup`.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -98,7 +99,7 @@ pub struct ModelInfo {
 pub struct Engine {
     /// `None` for a model without a vocabulary: it takes token ids only.
     pub tokenizer: Option<Tokenizer>,
-    pub template: ChatTemplate,
+    pub chat_format: ChatFormat,
     pub spec: ModelSpec,
     pub info: ModelInfo,
     pub scheduler: Scheduler,
@@ -110,7 +111,7 @@ pub struct Engine {
 pub struct LoadedModel {
     /// `None` for a model without a vocabulary: it takes token ids only.
     pub tokenizer: Option<Tokenizer>,
-    pub template: ChatTemplate,
+    pub chat_format: ChatFormat,
     pub spec: ModelSpec,
     pub info: ModelInfo,
     pub shards: Vec<ModelShard>,
@@ -161,16 +162,29 @@ pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Option<Tokenizer>
     Ok((file, spec, tokenizer))
 }
 
-pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
-    let (file, spec, tokenizer) = open_model(&cfg.model)?;
-    let template = match &tokenizer {
+/// How chats are written for this model: harmony for gpt-oss (built in, so
+/// its reasoning can be parsed back out), otherwise the model's own Jinja
+/// template (ChatML when it ships none).
+pub fn chat_format(
+    spec: &ModelSpec,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<ChatFormat, EngineError> {
+    if spec.arch == Arch::GptOss {
+        return Ok(ChatFormat::Harmony);
+    }
+    Ok(ChatFormat::Template(Box::new(match tokenizer {
         Some(t) => ChatTemplate::from_model(t.chat_template())?,
         None => ChatTemplate::chatml(),
-    };
+    })))
+}
+
+pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
+    let (file, spec, tokenizer) = open_model(&cfg.model)?;
+    let chat_format = chat_format(&spec, tokenizer.as_ref())?;
     let s = load_shards_of(cfg, &file, spec)?;
     Ok(LoadedModel {
         tokenizer,
-        template,
+        chat_format,
         spec: s.spec,
         info: s.info,
         shards: s.shards,
@@ -293,7 +307,7 @@ impl Engine {
         let pool = BlockPool::new(m.info.num_blocks as usize, m.info.block_size as usize);
         Ok(Self {
             tokenizer: m.tokenizer,
-            template: m.template,
+            chat_format: m.chat_format,
             spec: m.spec,
             info: m.info,
             scheduler: Scheduler::new(m.scheduler_config, pool),

@@ -199,7 +199,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         (Some(p), _, None) => need_tokenizer()?.encode(p, true)?,
         (None, Some(c), None) => {
             let tok = need_tokenizer()?;
-            let text = engine.template.render(
+            let text = engine.chat_format.render(
                 &[ChatMessage {
                     role: "user".into(),
                     content: c.clone(),
@@ -207,6 +207,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 true,
                 tok.bos_token().unwrap_or(""),
                 tok.eos_token().unwrap_or(""),
+                None,
             )?;
             tok.encode(&text, true)?
         }

@@ -36,7 +36,8 @@ const WORDS: [&str; 3] = ["Hello", " world", "!"];
 /// Plays a script chosen by a keyword in the prompt:
 /// `QUEUEFULL`, `INVALID`, `ENGINE` (one delta, then an engine error),
 /// `WAIT` (first token after 2.5 s), `SLOW` (a token every 100 ms, 100 of
-/// them); anything else gets "Hello world!" (cut by `max_tokens`).
+/// them), `THINK` (reasoning "Let me think." before the answer); anything
+/// else gets "Hello world!" (cut by `max_tokens`).
 #[derive(Default)]
 struct MockState {
     not_ready: AtomicBool,
@@ -138,6 +139,7 @@ async fn play(
     };
     let delta = |text: &str, tok: u32| Event::Delta {
         text: text.to_string(),
+        reasoning: String::new(),
         token_ids: vec![tok],
         logprobs: logprobs_for(&req, tok),
     };
@@ -165,11 +167,24 @@ async fn play(
         }
         let max = req.max_tokens.unwrap_or(usize::MAX).min(WORDS.len());
         let mut ok = true;
+        if text.contains("THINK") {
+            // A reasoning model thinks first (harmony's analysis channel).
+            for (i, r) in ["Let me", " think."].iter().enumerate() {
+                ok = ok
+                    && send(Event::Delta {
+                        text: String::new(),
+                        reasoning: r.to_string(),
+                        token_ids: vec![50 + i as u32],
+                        logprobs: logprobs_for(&req, 50 + i as u32),
+                    });
+            }
+        }
         for (i, w) in WORDS.iter().take(max).enumerate() {
             // An empty delta (a token completing no character) must not show.
             ok = ok
                 && send(Event::Delta {
                     text: String::new(),
+                    reasoning: String::new(),
                     token_ids: vec![],
                     logprobs: vec![],
                 });
@@ -487,6 +502,43 @@ fn chat_stream_is_in_openai_order_with_usage_last() {
     let chunks = stream_chunks(&post(s.addr, "/v1/chat/completions", &body));
     assert_eq!(chunks.len(), 5);
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+}
+
+/// Reasoning reaches chat clients as `reasoning_content`, apart from the
+/// answer, streamed and whole; `reasoning_effort` is passed on and checked.
+#[test]
+fn chat_reasoning_is_reasoning_content_and_effort_is_passed_on() {
+    let s = start(|_| {});
+    let mut body = chat_body("THINK");
+    body["reasoning_effort"] = json!("high");
+    let v = post(s.addr, "/v1/chat/completions", &body).json();
+    assert_eq!(
+        v["choices"][0]["message"],
+        json!({"role": "assistant", "content": "Hello world!", "reasoning_content": "Let me think."})
+    );
+    assert_eq!(
+        s.mock.submissions()[0].reasoning_effort,
+        Some(wgserve::tokenizer::ReasoningEffort::High)
+    );
+
+    body["stream"] = json!(true);
+    let chunks = stream_chunks(&post(s.addr, "/v1/chat/completions", &body));
+    // role, 2 reasoning, 3 contents, finish.
+    assert_eq!(chunks.len(), 7, "{chunks:#?}");
+    let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert_eq!(*deltas[1], json!({"reasoning_content": "Let me"}));
+    assert_eq!(*deltas[2], json!({"reasoning_content": " think."}));
+    assert_eq!(*deltas[3], json!({"content": "Hello"}));
+
+    body["reasoning_effort"] = json!("extreme");
+    let resp = post(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(resp.status, 400);
+    let e = resp.json();
+    assert_eq!(e["error"]["param"], "reasoning_effort");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("low"),
+        "{e}"
+    );
 }
 
 #[test]

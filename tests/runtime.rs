@@ -91,6 +91,7 @@ fn greedy(prompt: PromptInput, max_tokens: usize) -> GenerateRequest {
         ignore_eos: false,
         logprobs: None,
         keep_special: false,
+        reasoning_effort: None,
     }
 }
 

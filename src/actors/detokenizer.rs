@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::messages::{Emit, Fail, Forget, Register, StopSequence};
 use crate::backend::Event;
 use crate::scheduler::{FinishReason, SeqEvent, SeqId};
-use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+use crate::tokenizer::{HarmonyParser, IncrementalDecoder, Tokenizer};
 
 /// What [`StopMatcher::push`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,9 @@ impl StopMatcher {
 /// One sequence's output side.
 struct Stream {
     decoder: IncrementalDecoder,
+    /// Harmony output (gpt-oss chats): splits reasoning from the answer and
+    /// removes the channel markup before the stop strings are looked for.
+    harmony: Option<HarmonyParser>,
     matcher: StopMatcher,
     sender: UnboundedSender<Event>,
     /// Tokens whose text was sent (up to and including the one that
@@ -150,6 +153,13 @@ impl Detokenizer {
             None => String::new(),
         };
         stream.tokens += 1;
+        let (piece, reasoning) = match &mut stream.harmony {
+            Some(parser) => {
+                let d = parser.push(&piece);
+                (d.content, d.reasoning)
+            }
+            None => (piece, String::new()),
+        };
         let text = match stream.matcher.push(&piece) {
             StopScan::Continue(text) => text,
             StopScan::Stopped(text) => {
@@ -160,6 +170,7 @@ impl Detokenizer {
         };
         stream.send(Event::Delta {
             text,
+            reasoning,
             token_ids: vec![token],
             logprobs: logprobs.into_iter().collect(),
         });
@@ -170,7 +181,14 @@ impl Detokenizer {
             return;
         };
         if !stream.stopped {
-            let tail = stream.decoder.finish();
+            let mut tail = stream.decoder.finish();
+            let mut reasoning = String::new();
+            if let Some(parser) = &mut stream.harmony {
+                let mut d = parser.push(&tail);
+                d.merge(parser.finish());
+                tail = d.content;
+                reasoning = d.reasoning;
+            }
             let text = match stream.matcher.push(&tail) {
                 StopScan::Continue(mut text) => {
                     text.push_str(&stream.matcher.flush());
@@ -181,9 +199,10 @@ impl Detokenizer {
                     text
                 }
             };
-            if !text.is_empty() {
+            if !text.is_empty() || !reasoning.is_empty() {
                 stream.send(Event::Delta {
                     text,
+                    reasoning,
                     token_ids: Vec::new(),
                     logprobs: Vec::new(),
                 });
@@ -212,7 +231,9 @@ impl Handler<Register> for Detokenizer {
         self.streams.insert(
             msg.id,
             Stream {
-                decoder: IncrementalDecoder::new(!out.keep_special),
+                // Harmony's markup is special tokens: keep them for the parser.
+                decoder: IncrementalDecoder::new(!out.keep_special && !out.harmony),
+                harmony: out.harmony.then(HarmonyParser::new),
                 matcher: StopMatcher::new(&out.stop),
                 sender: out.sender,
                 tokens: 0,

@@ -15,12 +15,15 @@ use tokio::sync::mpsc;
 
 use super::messages::{AddSequence, OutputSpec, Submit, Tokenize, WaitingChanged};
 use super::tokenizer::TokenizerWorker;
-use crate::backend::{BackendError, Event, RequestId};
+use crate::backend::{BackendError, Event, PromptInput, RequestId};
 
 pub struct Intake {
     tokenizer: Addr<TokenizerWorker>,
     scheduler: Recipient<AddSequence>,
     max_queue: usize,
+    /// The model chats in harmony: chat outputs are parsed into reasoning
+    /// and answer.
+    harmony: bool,
     next_id: RequestId,
     /// Submitted, not yet answered by the Scheduler (being tokenized or
     /// handed over).
@@ -35,11 +38,13 @@ impl Intake {
         tokenizer: Addr<TokenizerWorker>,
         scheduler: Recipient<AddSequence>,
         max_queue: usize,
+        harmony: bool,
     ) -> Self {
         Self {
             tokenizer,
             scheduler,
             max_queue,
+            harmony,
             next_id: 1,
             handing_over: 0,
             waiting: 0,
@@ -67,6 +72,7 @@ impl Handler<Submit> for Intake {
         let received = Instant::now();
         let tokenizer = self.tokenizer.clone();
         let scheduler = self.scheduler.clone();
+        let harmony = self.harmony;
         let unavailable =
             |what: &str| BackendError::Unavailable(format!("the {what} is not running"));
         let fut = async move {
@@ -74,6 +80,7 @@ impl Handler<Submit> for Intake {
                 .send(Tokenize {
                     prompt: msg.request.prompt.clone(),
                     check_context: true,
+                    reasoning_effort: msg.request.reasoning_effort,
                 })
                 .await
                 .map_err(|_| unavailable("tokenizer pool"))??;
@@ -81,6 +88,7 @@ impl Handler<Submit> for Intake {
             let output = OutputSpec {
                 stop: msg.request.stop.clone(),
                 keep_special: msg.request.keep_special,
+                harmony: harmony && matches!(msg.request.prompt, PromptInput::Chat(_)),
                 sender: tx,
             };
             scheduler

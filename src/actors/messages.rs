@@ -39,6 +39,8 @@ pub struct Tokenize {
     /// Reject a prompt that leaves no room in the context window (for
     /// generation; a plain `/tokenize` only counts).
     pub check_context: bool,
+    /// For chat prompts of harmony models (see [`crate::tokenizer::ChatFormat`]).
+    pub reasoning_effort: Option<crate::tokenizer::ReasoningEffort>,
 }
 
 /// Tokenizer pool: the text of token ids (special tokens included).
@@ -54,6 +56,9 @@ pub struct Detokenize {
 pub struct OutputSpec {
     pub stop: Vec<String>,
     pub keep_special: bool,
+    /// Parse the output as harmony (a chat on a gpt-oss model): reasoning
+    /// and answer are split and the channel markup is removed.
+    pub harmony: bool,
     pub sender: UnboundedSender<Event>,
 }
 

@@ -28,7 +28,7 @@ use crate::backend::{
 use crate::engine::LoadedModel;
 use crate::kv::BlockPool;
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::tokenizer::{ChatTemplate, Tokenizer};
+use crate::tokenizer::{ChatFormat, Tokenizer};
 
 /// Serving settings that are not the model's.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub struct RuntimeParts {
     pub tokenizer: Option<Tokenizer>,
     /// The model's vocabulary size (token ids must be below it).
     pub vocab_size: usize,
-    pub template: ChatTemplate,
+    pub chat_format: ChatFormat,
     pub scheduler_config: SchedulerConfig,
     pub num_blocks: usize,
     pub block_size: usize,
@@ -110,7 +110,7 @@ impl Runtime {
         let parts = RuntimeParts {
             tokenizer: loaded.tokenizer,
             vocab_size: loaded.spec.vocab_size,
-            template: loaded.template,
+            chat_format: loaded.chat_format,
             scheduler_config: loaded.scheduler_config,
             num_blocks: info.num_blocks as usize,
             block_size: info.block_size as usize,
@@ -126,7 +126,8 @@ impl Runtime {
     /// in tests). Must be called inside a running actix `System`.
     pub fn start_parts(parts: RuntimeParts, opts: RuntimeOptions) -> Runtime {
         let tokenizer = parts.tokenizer.map(Arc::new);
-        let template = Arc::new(parts.template);
+        let harmony = parts.chat_format.is_harmony();
+        let chat_format = Arc::new(parts.chat_format);
         let max_model_len = parts.scheduler_config.max_model_len;
         let vocab_size = parts.vocab_size;
         let stop_ids = tokenizer
@@ -150,7 +151,7 @@ impl Runtime {
             SyncArbiter::start(opts.tokenizer_threads.max(1), move || {
                 TokenizerWorker::new(
                     tokenizer.clone(),
-                    template.clone(),
+                    chat_format.clone(),
                     vocab_size,
                     max_model_len,
                 )
@@ -171,6 +172,7 @@ impl Runtime {
             tokenizer_pool.clone(),
             scheduler.clone().recipient(),
             opts.max_queue,
+            harmony,
         ));
         tracing::info!(
             "runtime started: model {}, context {} tokens, {} blocks of {}",
@@ -222,6 +224,7 @@ impl Backend for Runtime {
         let sent = self.tokenizer.send(Tokenize {
             prompt,
             check_context: false,
+            reasoning_effort: None,
         });
         Box::pin(async move { sent.await.map_err(|_| gone())? })
     }

@@ -362,6 +362,7 @@ mod tests {
             ignore_eos,
             logprobs: Some(2),
             keep_special: false,
+            reasoning_effort: None,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::backend::{Backend, BackendError, Event, GenerateRequest, ModelCard, P
 use crate::model::sampling::SamplingParams;
 use crate::model::shard::ShardOutput;
 use crate::scheduler::{FinishReason, SampleOutput, SchedulerConfig, Usage};
-use crate::tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
+use crate::tokenizer::{ChatFormat, ChatTemplate, GgufVocab, Tokenizer};
 
 /// What the mock model writes, one byte per position: output token at
 /// position `p` is `SCRIPT[p % len]`.
@@ -123,7 +123,7 @@ fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
     let parts = RuntimeParts {
         vocab_size: tok.vocab_size(),
         tokenizer: Some(tok),
-        template: ChatTemplate::chatml(),
+        chat_format: ChatFormat::Template(Box::new(ChatTemplate::chatml())),
         scheduler_config: SchedulerConfig {
             max_num_batched_tokens: 64,
             max_num_seqs: 8,
@@ -159,6 +159,7 @@ fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
         ignore_eos: false,
         logprobs: None,
         keep_special: false,
+        reasoning_effort: None,
     }
 }
 
@@ -455,4 +456,117 @@ async fn logprobs_come_with_each_token() {
         }
     }
     assert_eq!(n, 4);
+}
+
+/// The byte-level test vocabulary plus harmony's markup as control tokens.
+fn harmony_tokenizer() -> Tokenizer {
+    let mut tokens: Vec<String> = (0..=255u8)
+        .map(|b| byte_level_char(b).to_string())
+        .collect();
+    let specials = [
+        "<|start|>",
+        "<|end|>",
+        "<|message|>",
+        "<|channel|>",
+        "<|return|>",
+        "<|call|>",
+        "<|constrain|>",
+    ];
+    tokens.extend(specials.iter().map(|s| s.to_string()));
+    let (c0, c1) = (byte_level_char(0), byte_level_char(1));
+    tokens.push(format!("{c0}{c1}"));
+    let mut types = vec![1; 256];
+    types.extend(specials.iter().map(|_| 3));
+    types.push(1);
+    Tokenizer::from_vocab(GgufVocab {
+        model: "gpt2".into(),
+        pre: Some("gpt2".into()),
+        tokens,
+        token_types: types,
+        merges: vec![format!("{c0} {c1}")],
+        eos_id: Some(260),
+        ..GgufVocab::default()
+    })
+    .expect("the harmony test vocabulary builds")
+}
+
+/// Stands in for the Scheduler: counts the stop requests it gets.
+#[derive(Default)]
+struct StopSink(usize);
+
+impl Actor for StopSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<super::messages::StopSequence> for StopSink {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::StopSequence, _: &mut Context<Self>) {
+        self.0 += 1;
+    }
+}
+
+/// A harmony chat's tokens, one per step: the Detokenizer sends the
+/// analysis channel as reasoning and the final channel as the answer, no
+/// markup in either, and applies stop strings to the answer only.
+#[actix_rt::test]
+async fn harmony_output_splits_into_reasoning_and_answer() {
+    use super::detokenizer::Detokenizer;
+    use super::messages::{Emit, OutputSpec, Register};
+    use crate::scheduler::SeqEvent;
+    use std::sync::Arc;
+
+    let tok = Arc::new(harmony_tokenizer());
+    let text = "<|channel|>analysis<|message|>STOP is not a stop here: <|x|>.<|end|>\
+                <|start|>assistant<|channel|>final<|message|>It is <4>. STOP now<|return|>";
+    let ids = tok.encode(text, false).unwrap();
+    assert!(ids.contains(&259), "markup is parsed as special tokens");
+    let detok = Detokenizer::new(Some(tok), StopSink::default().start().recipient()).start();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    detok
+        .send(Register {
+            id: 7,
+            output: OutputSpec {
+                stop: vec!["STOP".into()],
+                keep_special: false,
+                harmony: true,
+                sender: tx,
+            },
+        })
+        .await
+        .unwrap();
+    for &token in &ids {
+        let events = vec![SeqEvent::Token {
+            id: 7,
+            token,
+            logprobs: None,
+        }];
+        detok.send(Emit { events }).await.unwrap();
+    }
+    let events = vec![SeqEvent::Finished {
+        id: 7,
+        reason: FinishReason::Stop,
+        usage: Usage::default(),
+    }];
+    detok.send(Emit { events }).await.unwrap();
+
+    let mut rx = rx;
+    let (mut answer, mut reasoning) = (String::new(), String::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta {
+                text, reasoning: r, ..
+            } => {
+                answer.push_str(&text);
+                reasoning.push_str(&r);
+            }
+            Event::Finished { reason, .. } => {
+                assert_eq!(reason, FinishReason::Stop);
+                break;
+            }
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(reasoning, "STOP is not a stop here: <|x|>.");
+    assert_eq!(answer, "It is <4>. ");
 }

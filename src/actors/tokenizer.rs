@@ -10,12 +10,12 @@ use actix::{Actor, Handler, SyncContext};
 
 use super::messages::{Detokenize, Tokenize};
 use crate::backend::{BackendError, PromptInput};
-use crate::tokenizer::{ChatTemplate, Tokenizer};
+use crate::tokenizer::{ChatFormat, ReasoningEffort, Tokenizer};
 
 pub struct TokenizerWorker {
     /// `None`: the model has no vocabulary and takes token ids only.
     tokenizer: Option<Arc<Tokenizer>>,
-    template: Arc<ChatTemplate>,
+    chat_format: Arc<ChatFormat>,
     /// Token ids must be below this (the model's embedding rows).
     vocab_size: usize,
     /// The context window: a prompt must leave room for one generated token.
@@ -25,13 +25,13 @@ pub struct TokenizerWorker {
 impl TokenizerWorker {
     pub fn new(
         tokenizer: Option<Arc<Tokenizer>>,
-        template: Arc<ChatTemplate>,
+        chat_format: Arc<ChatFormat>,
         vocab_size: usize,
         max_model_len: usize,
     ) -> Self {
         Self {
             tokenizer,
-            template,
+            chat_format,
             vocab_size,
             max_model_len,
         }
@@ -54,17 +54,19 @@ impl TokenizerWorker {
         &self,
         prompt: &PromptInput,
         check_context: bool,
+        reasoning_effort: Option<ReasoningEffort>,
     ) -> Result<Vec<u32>, BackendError> {
         let ids = match prompt {
             PromptInput::Chat(messages) => {
                 let tok = self.tokenizer()?;
                 let text = self
-                    .template
+                    .chat_format
                     .render(
                         messages,
                         true,
                         tok.bos_token().unwrap_or(""),
                         tok.eos_token().unwrap_or(""),
+                        reasoning_effort,
                     )
                     .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
                 let mut ids = tok
@@ -123,7 +125,7 @@ impl Handler<Tokenize> for TokenizerWorker {
     type Result = Result<Vec<u32>, BackendError>;
 
     fn handle(&mut self, msg: Tokenize, _: &mut SyncContext<Self>) -> Self::Result {
-        self.encode(&msg.prompt, msg.check_context)
+        self.encode(&msg.prompt, msg.check_context, msg.reasoning_effort)
     }
 }
 

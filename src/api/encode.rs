@@ -56,6 +56,7 @@ pub struct Encoder {
 #[derive(Default)]
 struct Accumulated {
     text: String,
+    reasoning: String,
     chat_logprobs: Option<ChatLogprobs>,
     completion_logprobs: Option<CompletionLogprobs>,
     finish_reason: Option<&'static str>,
@@ -134,6 +135,7 @@ impl Encoder {
                     let delta = ChatDelta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        reasoning_content: None,
                     };
                     self.chat_chunk(
                         vec![ChatChunkChoice {
@@ -156,11 +158,14 @@ impl Encoder {
         match event {
             Event::Delta {
                 text,
+                reasoning,
                 token_ids,
                 logprobs,
             } => {
                 let want_logprobs = self.logprobs.is_some() && !token_ids.is_empty();
-                if text.is_empty() && !want_logprobs {
+                let chat = self.endpoint == Endpoint::Chat;
+                let shows_reasoning = chat && !reasoning.is_empty();
+                if text.is_empty() && !want_logprobs && !shows_reasoning {
                     return Ok(None);
                 }
                 Ok(Some(match self.endpoint {
@@ -168,7 +173,8 @@ impl Encoder {
                         let logprobs = self.chat_logprobs(&token_ids, &logprobs).await?;
                         let delta = ChatDelta {
                             role: None,
-                            content: Some(text),
+                            content: (!text.is_empty() || reasoning.is_empty()).then_some(text),
+                            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                         };
                         self.chat_chunk(
                             vec![ChatChunkChoice {
@@ -246,6 +252,7 @@ impl Encoder {
             match event {
                 Event::Delta {
                     text,
+                    reasoning,
                     token_ids,
                     logprobs,
                 } => {
@@ -259,6 +266,7 @@ impl Encoder {
                     };
                     let acc = &mut choices[index];
                     acc.text.push_str(&text);
+                    acc.reasoning.push_str(&reasoning);
                     if let Some(lp) = choice_lp.0 {
                         acc.chat_logprobs
                             .get_or_insert_with(Default::default)
@@ -293,6 +301,7 @@ impl Encoder {
                         message: AssistantMessage {
                             role: "assistant",
                             content: acc.text,
+                            reasoning_content: (!acc.reasoning.is_empty()).then_some(acc.reasoning),
                         },
                         logprobs: acc
                             .chat_logprobs

@@ -167,7 +167,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("prediction", "predicted outputs are not supported"),
     ("store", "storing completions is not supported"),
     ("service_tier", "service tiers are not supported"),
-    ("reasoning_effort", "reasoning_effort is not supported"),
     ("web_search_options", "web search is not supported"),
 ];
 
@@ -416,6 +415,17 @@ pub fn parse_completion_request(
 
     let stop = parse_stop(f.take("stop"))?;
     let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    // The harmony models' `Reasoning:` level; other models ignore it, as
+    // vLLM does.
+    let reasoning_effort = match endpoint {
+        Endpoint::Chat => match f.string("reasoning_effort")? {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|e: crate::tokenizer::HarmonyError| {
+                ApiError::invalid("reasoning_effort", e.to_string())
+            })?),
+        },
+        Endpoint::Completion => None,
+    };
     let keep_special = !f.bool("skip_special_tokens")?.unwrap_or(true);
 
     let logprobs = match endpoint {
@@ -476,6 +486,7 @@ pub fn parse_completion_request(
             ignore_eos,
             logprobs,
             keep_special,
+            reasoning_effort,
         },
         stream,
         include_usage,

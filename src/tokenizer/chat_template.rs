@@ -35,6 +35,9 @@ pub enum TemplateError {
     /// alternate); the message is the template's own.
     #[error("the chat template failed to render these messages: {0}")]
     Render(#[source] Error),
+    /// The harmony renderer (gpt-oss) refused the messages.
+    #[error(transparent)]
+    Harmony(#[from] super::harmony::HarmonyError),
 }
 
 /// One message of a chat: `role` is `system`, `user`, `assistant` (or

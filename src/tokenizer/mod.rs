@@ -1,11 +1,14 @@
 //! Text to token ids and back: a HuggingFace `tokenizers::Tokenizer` built
 //! from a GGUF's embedded vocabulary (or a `tokenizer.json`), and the model's
-//! Jinja chat template rendered with minijinja.
+//! Jinja chat template rendered with minijinja, or (gpt-oss) the harmony
+//! format with its streaming output parser.
 
+pub mod chat_format;
 pub mod chat_template;
 pub mod harmony;
 pub mod vocab;
 
+pub use chat_format::ChatFormat;
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError, CHATML_TEMPLATE};
 pub use harmony::{HarmonyDelta, HarmonyError, HarmonyOptions, HarmonyParser, ReasoningEffort};
 pub use vocab::{
