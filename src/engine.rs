@@ -155,6 +155,26 @@ pub fn open_tokenizer(path: &Path, file: &GgufFile) -> Result<Option<Tokenizer>,
     }
 }
 
+/// A model's metadata and tensor directory without its data (a memory
+/// plan's input): a GGUF header, or a HuggingFace directory's config and
+/// safetensors headers (or `config.json` alone).
+pub fn model_layout(
+    path: &Path,
+) -> Result<
+    (
+        crate::gguf::metadata::Metadata,
+        Vec<crate::gguf::reader::TensorInfo>,
+    ),
+    ModelError,
+> {
+    if crate::hf::is_model_dir(path) {
+        Ok(crate::hf::directory_layout(path)?)
+    } else {
+        let file = GgufFile::open(path)?;
+        Ok((file.metadata.clone(), file.tensors.clone()))
+    }
+}
+
 pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Option<Tokenizer>), EngineError> {
     let file = open_weights(path)?;
     let spec = ModelSpec::from_gguf(&file)?;
@@ -259,6 +279,22 @@ fn load_shards_of(
         adapters.push(ctx.info.name.clone());
         shards.push(ModelShard::load(ctx, file, &spec, r, limits)?);
     }
+    let kv_per_token: u64 = shards
+        .iter()
+        .map(|s| s.kv_bytes() / (u64::from(num_blocks) * u64::from(cfg.block_size)).max(1))
+        .sum();
+    for (i, s) in shards.iter().enumerate() {
+        tracing::info!(
+            "shard {i}: weights {:.2} GiB, KV cache {:.2} GiB",
+            s.weight_bytes() as f64 / (1u64 << 30) as f64,
+            s.kv_bytes() as f64 / (1u64 << 30) as f64
+        );
+    }
+    tracing::info!(
+        "KV cache: {kv_per_token} bytes per token, {pool_tokens} tokens: {} sequences of the \
+         full context ({max_model_len} tokens) fit at once",
+        pool_tokens / max_model_len.max(1)
+    );
     let info = ModelInfo {
         name: spec.name.clone(),
         path: cfg.model.clone(),

@@ -37,6 +37,33 @@ enum Command {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: PathBuf,
     },
+    /// Plan device memory: weights per shard, KV bytes per token, how many
+    /// sequences fit. Reads no weights; a HuggingFace directory with only
+    /// its config.json is planned as the published checkpoint.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// GGUF file or HuggingFace model directory.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Number of devices (one shard each).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Memory of each device, GiB.
+    #[arg(long, default_value_t = 24.0)]
+    device_memory_gib: f64,
+    /// Context per sequence, tokens (default: the model's).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Keep the KV cache in f32 instead of f16.
+    #[arg(long)]
+    kv_f32: bool,
+    #[arg(long, default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    max_num_seqs: usize,
 }
 
 #[derive(Args)]
@@ -123,6 +150,7 @@ fn main() -> Result<()> {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Generate(args) => generate(args),
         Command::Info { model } => info(model),
+        Command::Plan(args) => plan(args),
     }
 }
 
@@ -143,6 +171,35 @@ fn info(model: PathBuf) -> Result<()> {
             a.name, a.device_type, a.backend
         );
     }
+    Ok(())
+}
+
+fn plan(a: PlanArgs) -> Result<()> {
+    use wgserve::model::plan::{plan, PlanRequest};
+    let (metadata, tensors) = wgserve::engine::model_layout(&a.model)
+        .with_context(|| format!("reading {}", a.model.display()))?;
+    let spec = wgserve::model::spec::ModelSpec::from_directory(&a.model, &metadata, &tensors)?;
+    if a.devices == 0 || a.device_memory_gib <= 0.0 {
+        bail!("--devices and --device-memory-gib must be positive");
+    }
+    let req = PlanRequest {
+        devices: a.devices,
+        device_bytes: (a.device_memory_gib * (1u64 << 30) as f64) as u64,
+        context: a.context.unwrap_or(spec.context_length),
+        kv_elem_bytes: if a.kv_f32 { 4 } else { 2 },
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        max_num_seqs: a.max_num_seqs,
+        ..Default::default()
+    };
+    println!(
+        "{} ({}, {} layers, {} experts of which {} per token)",
+        spec.name,
+        spec.arch.gguf_name(),
+        spec.n_layers,
+        spec.n_experts,
+        spec.n_experts_used
+    );
+    println!("{}", plan(&spec, &tensors, &req));
     Ok(())
 }
 

@@ -364,3 +364,81 @@ fn cli_generate_prompt_ids_gives_transformers_greedy() {
         "unclear error: {err}"
     );
 }
+
+/// The memory plan counts what the loader uploads: for the tiny model its
+/// weights per shard equal the bytes the shards really hold.
+#[test]
+fn memory_plan_weights_equal_what_loads() {
+    use wgserve::engine::model_layout;
+    use wgserve::model::plan::{plan, PlanRequest};
+    for model in ["tiny-mxfp4exact.gguf", "hf-mxfp4-checkpoint"] {
+        let path = reference_dir().join(model);
+        let (meta, tensors) = model_layout(&path).expect("layout");
+        let spec = ModelSpec::from_directory(&path, &meta, &tensors).unwrap();
+        let p = plan(
+            &spec,
+            &tensors,
+            &PlanRequest {
+                devices: 2,
+                ..Default::default()
+            },
+        );
+        let loaded = load_shards(&EngineConfig {
+            devices: vec![Default::default(), Default::default()],
+            ..config(model)
+        })
+        .unwrap();
+        let planned: Vec<u64> = p.shards.iter().map(|s| s.weight_bytes).collect();
+        let real: Vec<u64> = loaded.shards.iter().map(|s| s.weight_bytes()).collect();
+        assert_eq!(
+            planned, real,
+            "{model}: planned vs loaded weight bytes per shard"
+        );
+    }
+}
+
+/// gpt-oss-20b from its published config (`configs/gpt-oss-20b`, no
+/// weights) on two 24 GiB cards: weights per shard as counted from the
+/// architecture by hand, 48 KiB of f16 KV per token, and sequences of the
+/// full 131072-token context fit.
+#[test]
+fn memory_plan_for_gpt_oss_20b_on_two_24gb_cards() {
+    use wgserve::engine::model_layout;
+    use wgserve::model::plan::{plan, PlanRequest};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/gpt-oss-20b");
+    let (meta, tensors) = model_layout(&path).expect("plan from config.json alone");
+    let spec = ModelSpec::from_directory(&path, &meta, &tensors).unwrap();
+    assert_eq!(
+        (
+            spec.n_layers,
+            spec.d_model,
+            spec.n_experts,
+            spec.n_experts_used
+        ),
+        (24, 2880, 32, 4)
+    );
+    assert_eq!((spec.n_heads, spec.n_kv_heads, spec.head_dim), (64, 8, 64));
+    assert_eq!((spec.sliding_window, spec.vocab_size), (128, 201_088));
+    let req = PlanRequest {
+        devices: 2,
+        device_bytes: 24 << 30,
+        context: 131_072,
+        ..Default::default()
+    };
+    let p = plan(&spec, &tensors, &req);
+    // By hand: BF16 matrices, f32 vectors and biases, MXFP4 experts (17
+    // bytes per 32 weights).
+    let (d, q, kv, e, f, v) = (2880u64, 4096u64, 512u64, 32u64, 2880u64, 201_088u64);
+    let layer = 2 * d * 4                    // norms
+        + (d * q + 2 * d * kv + q * d) * 2   // q, k, v, o
+        + (q + 2 * kv + d) * 4               // their biases
+        + 64 * 4                             // sinks
+        + e * d * 2 + e * 4                  // router
+        + 3 * e * f * d / 32 * 17            // gate, up, down experts
+        + (2 * e * f + e * d) * 4; // expert biases
+    assert_eq!(p.shards[0].weight_bytes, v * d * 2 + 12 * layer);
+    assert_eq!(p.shards[1].weight_bytes, v * d * 2 + d * 4 + 12 * layer);
+    assert_eq!(p.kv_bytes_per_token, 24 * 2 * 512 * 2);
+    assert!(p.sequences >= 1, "{p}");
+    eprintln!("{p}");
+}

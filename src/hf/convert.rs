@@ -45,6 +45,9 @@ fn float_type(dtype: Dtype) -> Option<(GgmlType, usize)> {
 struct Converter<'a> {
     dir: &'a Path,
     st: &'a SafetensorsDir,
+    /// Names, shapes and types only: no bytes are read or converted (the
+    /// tensors' data is then empty).
+    layout_only: bool,
     out: Vec<GgufTensor>,
     used: Vec<String>,
 }
@@ -89,15 +92,14 @@ impl Converter<'_> {
         self.check_shape(&t, hf, shape)?;
         let (ty, _) = self.float(&t, hf)?;
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
-        self.out.push((
-            gguf.to_string(),
-            dims,
-            ty,
-            TensorData::Mapped {
-                map: t.map.clone(),
+        let data = match &t.map {
+            Some(map) if !self.layout_only => TensorData::Mapped {
+                map: map.clone(),
                 range: t.range.clone(),
             },
-        ));
+            _ => TensorData::Owned(Vec::new()),
+        };
+        self.out.push((gguf.to_string(), dims, ty, data));
         Ok(())
     }
 
@@ -145,9 +147,10 @@ impl Converter<'_> {
         self.check_shape(&t, &name, &[e, d, 2 * f])?;
         let (ty, es) = self.float(&t, &name)?;
         let src = t.bytes();
-        let mut gate = vec![0u8; e * f * d * es];
-        let mut up = vec![0u8; e * f * d * es];
-        for x in 0..e {
+        let size = if self.layout_only { 0 } else { e * f * d * es };
+        let mut gate = vec![0u8; size];
+        let mut up = vec![0u8; size];
+        for x in 0..if size == 0 { 0 } else { e } {
             for k in 0..d {
                 for j in 0..f {
                     let s = ((x * d + k) * 2 * f + 2 * j) * es;
@@ -171,8 +174,9 @@ impl Converter<'_> {
         self.check_shape(&t, &name, &[e, f, d])?;
         let (ty, es) = self.float(&t, &name)?;
         let src = t.bytes();
-        let mut down = vec![0u8; e * d * f * es];
-        for x in 0..e {
+        let size = if self.layout_only { 0 } else { e * d * f * es };
+        let mut down = vec![0u8; size];
+        for x in 0..if size == 0 { 0 } else { e } {
             for k in 0..f {
                 for i in 0..d {
                     let s = ((x * f + k) * d + i) * es;
@@ -221,8 +225,10 @@ impl Converter<'_> {
         }
         let (qb, sb) = (blocks.bytes(), scales.bytes());
         let block_bytes = GgmlType::MXFP4.block_bytes();
-        let mut stacks = vec![Vec::with_capacity(e * rows / n_out * nb * block_bytes); n_out];
-        for x in 0..e {
+        let n_experts = if self.layout_only { 0 } else { e };
+        let mut stacks =
+            vec![Vec::with_capacity(n_experts * rows / n_out * nb * block_bytes); n_out];
+        for x in 0..n_experts {
             for r in 0..rows {
                 let out = &mut stacks[r % n_out];
                 for b in 0..nb {
@@ -243,10 +249,12 @@ pub fn gguf_tensors(
     dir: &Path,
     cfg: &HfConfig,
     st: &SafetensorsDir,
+    layout_only: bool,
 ) -> Result<Vec<GgufTensor>, HfError> {
     let mut c = Converter {
         dir,
         st,
+        layout_only,
         out: Vec::new(),
         used: Vec::new(),
     };
@@ -367,4 +375,55 @@ pub fn gguf_tensors(
         );
     }
     Ok(c.out)
+}
+
+/// The tensors a gpt-oss checkpoint as OpenAI publishes it holds (BF16
+/// everywhere but the experts, which are MXFP4 `*_blocks`/`*_scales`), by
+/// HF name, dtype and shape: a memory plan from `config.json` alone.
+pub fn checkpoint_layout(cfg: &HfConfig) -> Vec<(String, Dtype, Vec<usize>)> {
+    let d = cfg.hidden_size as usize;
+    let heads = cfg.num_attention_heads as usize;
+    let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
+    let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
+    let (q, kv) = (heads * hd, kv_heads * hd);
+    let e = cfg.num_local_experts.unwrap_or(0) as usize;
+    let f = cfg.intermediate_size as usize;
+    let vocab = cfg.vocab_size as usize;
+    let bf = |name: String, shape: Vec<usize>| (name, Dtype::BF16, shape);
+    let u8s = |name: String, shape: Vec<usize>| (name, Dtype::U8, shape);
+    let mut v = vec![
+        bf("model.embed_tokens.weight".into(), vec![vocab, d]),
+        bf("model.norm.weight".into(), vec![d]),
+    ];
+    if !cfg.tie_word_embeddings {
+        v.push(bf("lm_head.weight".into(), vec![vocab, d]));
+    }
+    for l in 0..cfg.num_hidden_layers as usize {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        v.extend([
+            bf(p("input_layernorm.weight"), vec![d]),
+            bf(p("post_attention_layernorm.weight"), vec![d]),
+            bf(p("self_attn.q_proj.weight"), vec![q, d]),
+            bf(p("self_attn.q_proj.bias"), vec![q]),
+            bf(p("self_attn.k_proj.weight"), vec![kv, d]),
+            bf(p("self_attn.k_proj.bias"), vec![kv]),
+            bf(p("self_attn.v_proj.weight"), vec![kv, d]),
+            bf(p("self_attn.v_proj.bias"), vec![kv]),
+            bf(p("self_attn.o_proj.weight"), vec![d, q]),
+            bf(p("self_attn.o_proj.bias"), vec![d]),
+            bf(p("self_attn.sinks"), vec![heads]),
+            bf(p("mlp.router.weight"), vec![e, d]),
+            bf(p("mlp.router.bias"), vec![e]),
+            u8s(
+                p("mlp.experts.gate_up_proj_blocks"),
+                vec![e, 2 * f, d / 32, 16],
+            ),
+            u8s(p("mlp.experts.gate_up_proj_scales"), vec![e, 2 * f, d / 32]),
+            bf(p("mlp.experts.gate_up_proj_bias"), vec![e, 2 * f]),
+            u8s(p("mlp.experts.down_proj_blocks"), vec![e, d, f / 32, 16]),
+            u8s(p("mlp.experts.down_proj_scales"), vec![e, d, f / 32]),
+            bf(p("mlp.experts.down_proj_bias"), vec![e, d]),
+        ]);
+    }
+    v
 }

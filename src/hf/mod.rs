@@ -17,7 +17,8 @@ mod safetensors_dir;
 
 use std::path::{Path, PathBuf};
 
-use crate::gguf::reader::GgufFile;
+use crate::gguf::metadata::Metadata;
+use crate::gguf::reader::{GgufFile, TensorInfo};
 
 pub use config::HfConfig;
 
@@ -47,8 +48,32 @@ pub fn open_dir(dir: &Path) -> Result<GgufFile, HfError> {
     let config = HfConfig::read(dir)?;
     let tensors = safetensors_dir::SafetensorsDir::open(dir)?;
     let metadata = config.gguf_metadata(dir)?;
-    let converted = convert::gguf_tensors(dir, &config, &tensors)?;
+    let converted = convert::gguf_tensors(dir, &config, &tensors, false)?;
     Ok(GgufFile::assemble(dir, metadata, converted)?)
+}
+
+/// A directory's GGUF metadata and tensor directory (names, shapes, types)
+/// without reading or converting any weights. With no safetensors in the
+/// directory, the tensors are those of the checkpoint as published (BF16,
+/// MXFP4 experts), so `config.json` alone is enough for a memory plan.
+pub fn directory_layout(dir: &Path) -> Result<(Metadata, Vec<TensorInfo>), HfError> {
+    let config = HfConfig::read(dir)?;
+    let metadata = config.gguf_metadata(dir)?;
+    let tensors = if safetensors_dir::SafetensorsDir::present(dir) {
+        safetensors_dir::SafetensorsDir::open(dir)?
+    } else {
+        safetensors_dir::SafetensorsDir::described(dir, convert::checkpoint_layout(&config))
+    };
+    let infos = convert::gguf_tensors(dir, &config, &tensors, true)?
+        .into_iter()
+        .map(|(name, dims, ggml_type, _)| TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset: 0,
+        })
+        .collect();
+    Ok((metadata, infos))
 }
 
 /// `dir/tokenizer.json`, when the directory has one.

@@ -12,9 +12,10 @@ use safetensors::{Dtype, SafeTensors};
 use super::HfError;
 
 /// One tensor: its file's map, its bytes' range in it, dtype and shape.
+/// A described-only tensor ([`SafetensorsDir::described`]) has no map.
 #[derive(Clone)]
 pub struct StTensor {
-    pub map: Arc<memmap2::Mmap>,
+    pub map: Option<Arc<memmap2::Mmap>>,
     pub range: Range<usize>,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
@@ -22,8 +23,9 @@ pub struct StTensor {
 }
 
 impl StTensor {
+    /// The tensor's bytes (empty for a described-only tensor).
     pub fn bytes(&self) -> &[u8] {
-        &self.map[self.range.clone()]
+        self.map.as_ref().map_or(&[], |m| &m[self.range.clone()])
     }
 }
 
@@ -60,7 +62,7 @@ impl SafetensorsDir {
                     });
                 }
                 let t = StTensor {
-                    map: map.clone(),
+                    map: Some(map.clone()),
                     range,
                     dtype: info.dtype,
                     shape: info.shape.clone(),
@@ -75,6 +77,30 @@ impl SafetensorsDir {
             }
         }
         Ok(Self { tensors })
+    }
+
+    /// Tensors described by name, dtype and shape, without data: what a
+    /// memory plan reads when only `config.json` is at hand.
+    pub fn described(dir: &Path, tensors: Vec<(String, Dtype, Vec<usize>)>) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, dtype, shape)| {
+                let t = StTensor {
+                    map: None,
+                    range: 0..0,
+                    dtype,
+                    shape,
+                    file: dir.join("config.json"),
+                };
+                (name, t)
+            })
+            .collect();
+        Self { tensors }
+    }
+
+    /// Whether the directory holds safetensors files at all.
+    pub fn present(dir: &Path) -> bool {
+        shard_files(dir).is_ok()
     }
 
     pub fn get(&self, name: &str) -> Option<&StTensor> {

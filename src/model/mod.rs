@@ -3,6 +3,7 @@
 //! from the kernels in `crate::gpu`; and token sampling from logits.
 
 pub mod kv_cache;
+pub mod plan;
 pub mod sampling;
 pub mod shard;
 pub mod spec;

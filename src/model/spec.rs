@@ -2,7 +2,11 @@
 //! GGUF metadata and checked before anything is uploaded. Everything the
 //! forward pass needs to know about a model that is not a weight lives here.
 
-use crate::gguf::{error::GgufError, reader::GgufFile, GgmlType};
+use crate::gguf::{
+    error::GgufError,
+    reader::{GgufFile, TensorInfo},
+    GgmlType,
+};
 use crate::gpu::kernels::rope::{RopeMode, YarnParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +108,19 @@ pub struct YarnSpec {
 impl ModelSpec {
     /// Reads and checks the description from a GGUF file's metadata and tensor directory.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let m = &file.metadata;
-        let path = file.path.display().to_string();
+        Self::from_directory(&file.path, &file.metadata, &file.tensors)
+    }
+
+    /// As [`ModelSpec::from_gguf`], from the metadata and the tensor
+    /// directory alone (no tensor data: what a memory plan needs).
+    pub fn from_directory(
+        path: &std::path::Path,
+        m: &crate::gguf::metadata::Metadata,
+        tensors: &[TensorInfo],
+    ) -> Result<Self, ModelError> {
+        let find = |name: &str| tensors.iter().find(|t| t.name == name);
+        let path_buf = path.to_path_buf();
+        let path = path.display().to_string();
         let arch_name = m.architecture()?;
         let arch = match arch_name {
             "llama" => Arch::Llama,
@@ -170,7 +185,10 @@ impl ModelSpec {
         let expert_ffn_dim = m
             .opt_u32(&k("expert_feed_forward_length"))?
             .map_or(ffn_dim, |v| v as usize);
-        let embd = file.tensor("token_embd.weight")?;
+        let embd = find("token_embd.weight").ok_or_else(|| GgufError::MissingTensor {
+            path: path_buf.clone(),
+            tensor: "token_embd.weight".into(),
+        })?;
         let vocab_size = embd.n_rows();
         if embd.row_len() != d_model {
             return Err(ModelError::BadShape {
@@ -199,8 +217,8 @@ impl ModelSpec {
             rope_freq_base,
             rope_freq_scale,
             rope_n_rot,
-            tied_output: file.get_tensor("output.weight").is_none(),
-            qkv_bias: file.get_tensor("blk.0.attn_q.bias").is_some(),
+            tied_output: find("output.weight").is_none(),
+            qkv_bias: find("blk.0.attn_q.bias").is_some(),
             n_experts: m.opt_u32(&k("expert_count"))?.unwrap_or(0) as usize,
             n_experts_used: m.opt_u32(&k("expert_used_count"))?.unwrap_or(0) as usize,
             sliding_window: m.opt_u32(&k("attention.sliding_window"))?.unwrap_or(0) as usize,

@@ -15,7 +15,9 @@ use crate::gpu::GpuContext;
 use super::spec::{Arch, ModelError, ModelSpec};
 use crate::gpu::kernels::moe::ExpertStack;
 
-/// The types the matmul and embedding kernels read directly.
+/// The types the matmul, embedding and expert-matmul kernels read directly
+/// (each has a kernel test against a plain Rust dequantization; a type
+/// added to the GGUF reader is refused here until its kernels are).
 pub const MATRIX_TYPES: [GgmlType; 12] = GgmlType::ALL;
 
 pub struct LayerWeights {
@@ -76,6 +78,20 @@ impl LayerWeights {
                 w_down,
             } => v.extend([w_gate, w_up, w_down]),
             Ffn::Moe(m) => v.push(&m.router),
+        }
+        v
+    }
+
+    /// The f32 vectors: norms, biases, sinks.
+    fn vectors(&self) -> Vec<&wgpu::Buffer> {
+        let mut v = vec![&self.attn_norm, &self.ffn_norm];
+        v.extend(
+            [&self.bq, &self.bk, &self.bv, &self.bo, &self.sinks]
+                .into_iter()
+                .flatten(),
+        );
+        if let Ffn::Moe(m) = &self.ffn {
+            v.extend([&m.router_bias, &m.gate_bias, &m.up_bias, &m.down_bias]);
         }
         v
     }
@@ -348,6 +364,13 @@ impl ShardWeights {
             .flat_map(LayerWeights::experts)
             .map(ExpertStack::device_bytes)
             .sum();
-        total + experts
+        let vectors: u64 = self
+            .layers
+            .iter()
+            .flat_map(LayerWeights::vectors)
+            .chain(&self.output_norm)
+            .map(wgpu::Buffer::size)
+            .sum();
+        total + experts + vectors
     }
 }

@@ -584,8 +584,12 @@ mod tests {
     }
 
     fn check(ty: GgmlType, group_limit: Option<u64>, seed: u64) {
+        check_k(ty, 96, group_limit, seed);
+    }
+
+    fn check_k(ty: GgmlType, k: usize, group_limit: Option<u64>, seed: u64) {
         let ctx = ctx();
-        let (m, s, e, n, k) = (13, 2, 5, 37, 96);
+        let (m, s, e, n) = (13, 2, 5, 37);
         let c = Case::new(ty, m, s, e, n, k, seed);
         let dims = [k, n, e];
         let stack = match group_limit {
@@ -653,6 +657,15 @@ mod tests {
     #[test]
     fn moe_matmul_mxfp4() {
         check(GgmlType::MXFP4, None, 12);
+    }
+
+    /// Expert stacks of every type the loader accepts (the kernel splices
+    /// the same dequantizers as the dense matmul).
+    #[test]
+    fn moe_matmul_every_type() {
+        for (i, &ty) in GgmlType::ALL.iter().enumerate() {
+            check_k(ty, 256, None, 40 + i as u64);
+        }
     }
 
     #[test]
