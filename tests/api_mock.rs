@@ -541,6 +541,29 @@ fn chat_reasoning_is_reasoning_content_and_effort_is_passed_on() {
     );
 }
 
+/// `return_token_ids` (vLLM's extension) adds each choice's generated ids,
+/// whole and per chunk; without it there is no `token_ids` key.
+#[test]
+fn return_token_ids_adds_the_generated_ids() {
+    let s = start(|_| {});
+    let body = json!({"prompt": "x", "return_token_ids": true});
+    let v = post(s.addr, "/v1/completions", &body).json();
+    assert_eq!(v["choices"][0]["token_ids"], json!([1, 2, 3]));
+    let mut chat = chat_body("hi");
+    chat["return_token_ids"] = json!(true);
+    let v = post(s.addr, "/v1/chat/completions", &chat).json();
+    assert_eq!(v["choices"][0]["token_ids"], json!([1, 2, 3]));
+    chat["stream"] = json!(true);
+    let chunks = stream_chunks(&post(s.addr, "/v1/chat/completions", &chat));
+    let ids: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0].get("token_ids").cloned())
+        .collect();
+    assert_eq!(ids, [json!([1]), json!([2]), json!([3])]);
+    let v = post(s.addr, "/v1/completions", &json!({"prompt": "x"})).json();
+    assert!(v["choices"][0].get("token_ids").is_none(), "{v}");
+}
+
 #[test]
 fn completion_stream_sends_text_chunks() {
     let s = start(|_| {});

@@ -7,6 +7,7 @@
 //! MXFP4 checkpoint) must do the same. The models carry no tokenizer, so they
 //! are loaded with `engine::load_shards` and fed token ids.
 
+mod common;
 #[path = "common/reference.rs"]
 mod reference;
 
@@ -441,4 +442,44 @@ fn memory_plan_for_gpt_oss_20b_on_two_24gb_cards() {
     assert_eq!(p.kv_bytes_per_token, 24 * 2 * 512 * 2);
     assert!(p.sequences >= 1, "{p}");
     eprintln!("{p}");
+}
+
+/// `wgserve serve` on a model without a tokenizer (the HF directory form):
+/// a token-id prompt on /v1/completions gets transformers' greedy ids back
+/// (`return_token_ids`); a text prompt and a chat get a 400 that says to
+/// send token ids; the server stays up.
+#[test]
+fn server_takes_token_ids_from_a_model_without_tokenizer() {
+    use serde_json::json;
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gpt-oss-tiny-server.log");
+    let args = [
+        "--model".to_string(),
+        reference_dir().join("hf-f32").display().to_string(),
+    ];
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wgserve"));
+    let mut server = common::ServerProcess::start(&bin, &args, &log).expect("start the server");
+    server
+        .wait_ready(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let g = json("hf-f32/greedy.json");
+    let want = ids(&g["gen_ids"]);
+    let body = json!({"prompt": g["prompt_ids"], "max_tokens": want.len(), "temperature": 0,
+                      "ignore_eos": true, "return_token_ids": true});
+    let resp = common::post(server.addr, "/v1/completions", &body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(
+        ids(&v["choices"][0]["token_ids"]),
+        want,
+        "greedy ids over HTTP"
+    );
+    assert_eq!(v["usage"]["completion_tokens"], want.len());
+
+    let resp = common::post(server.addr, "/v1/completions", &json!({"prompt": "hello"}));
+    let e = resp.error(400);
+    assert!(e["message"].as_str().unwrap().contains("token ids"), "{e}");
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let resp = common::post(server.addr, "/v1/chat/completions", &chat);
+    resp.error(400);
+    assert_eq!(common::get(server.addr, "/health").status, 200, "still up");
 }

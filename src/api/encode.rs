@@ -43,6 +43,7 @@ pub struct Encoder {
     n: usize,
     num_choices: usize,
     include_usage: bool,
+    return_token_ids: bool,
     /// `Some(k)`: logprobs asked, with `k` alternatives.
     logprobs: Option<usize>,
     usages: Vec<Option<crate::scheduler::Usage>>,
@@ -57,6 +58,7 @@ pub struct Encoder {
 struct Accumulated {
     text: String,
     reasoning: String,
+    token_ids: Vec<u32>,
     chat_logprobs: Option<ChatLogprobs>,
     completion_logprobs: Option<CompletionLogprobs>,
     finish_reason: Option<&'static str>,
@@ -73,6 +75,7 @@ impl Encoder {
             n: job.n,
             num_choices,
             include_usage: job.include_usage,
+            return_token_ids: job.return_token_ids,
             logprobs: job.request.logprobs,
             usages: vec![None; num_choices],
             offsets: vec![0; num_choices],
@@ -143,6 +146,7 @@ impl Encoder {
                             delta,
                             logprobs: None,
                             finish_reason: None,
+                            token_ids: None,
                         }],
                         self.chunk_usage(),
                     )
@@ -165,7 +169,9 @@ impl Encoder {
                 let want_logprobs = self.logprobs.is_some() && !token_ids.is_empty();
                 let chat = self.endpoint == Endpoint::Chat;
                 let shows_reasoning = chat && !reasoning.is_empty();
-                if text.is_empty() && !want_logprobs && !shows_reasoning {
+                let shows_ids = self.return_token_ids && !token_ids.is_empty();
+                let ids = self.return_token_ids.then(|| token_ids.clone());
+                if text.is_empty() && !want_logprobs && !shows_reasoning && !shows_ids {
                     return Ok(None);
                 }
                 Ok(Some(match self.endpoint {
@@ -182,6 +188,7 @@ impl Encoder {
                                 delta,
                                 logprobs,
                                 finish_reason: None,
+                                token_ids: ids.clone(),
                             }],
                             self.chunk_usage(),
                         )
@@ -196,6 +203,7 @@ impl Encoder {
                                 text,
                                 logprobs,
                                 finish_reason: None,
+                                token_ids: ids.clone(),
                             }],
                             self.chunk_usage(),
                         )
@@ -212,6 +220,7 @@ impl Encoder {
                             delta: ChatDelta::default(),
                             logprobs: None,
                             finish_reason,
+                            token_ids: None,
                         }],
                         self.chunk_usage(),
                     ),
@@ -221,6 +230,7 @@ impl Encoder {
                             text: String::new(),
                             logprobs: None,
                             finish_reason,
+                            token_ids: None,
                         }],
                         self.chunk_usage(),
                     ),
@@ -266,6 +276,7 @@ impl Encoder {
                     };
                     let acc = &mut choices[index];
                     acc.text.push_str(&text);
+                    acc.token_ids.extend(&token_ids);
                     acc.reasoning.push_str(&reasoning);
                     if let Some(lp) = choice_lp.0 {
                         acc.chat_logprobs
@@ -287,6 +298,7 @@ impl Encoder {
             }
         }
         let logprobs_on = self.logprobs.is_some();
+        let return_ids = self.return_token_ids;
         Ok(match self.endpoint {
             Endpoint::Chat => to_json(&ChatCompletion {
                 id: self.id.clone(),
@@ -307,6 +319,7 @@ impl Encoder {
                             .chat_logprobs
                             .or_else(|| logprobs_on.then(ChatLogprobs::default)),
                         finish_reason: acc.finish_reason,
+                        token_ids: return_ids.then_some(acc.token_ids),
                     })
                     .collect(),
                 usage: self.usage(),
@@ -326,6 +339,7 @@ impl Encoder {
                             .completion_logprobs
                             .or_else(|| logprobs_on.then(CompletionLogprobs::default)),
                         finish_reason: acc.finish_reason,
+                        token_ids: return_ids.then_some(acc.token_ids),
                     })
                     .collect(),
                 usage: Some(Some(self.usage())),

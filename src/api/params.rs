@@ -61,6 +61,10 @@ pub struct CompletionJob {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// `return_token_ids` (vLLM's extension): each choice also carries the
+    /// generated token ids, so a client can read ids even from a model
+    /// without a tokenizer.
+    pub return_token_ids: bool,
 }
 
 impl CompletionJob {
@@ -415,6 +419,7 @@ pub fn parse_completion_request(
 
     let stop = parse_stop(f.take("stop"))?;
     let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    let return_token_ids = f.bool("return_token_ids")?.unwrap_or(false);
     // The harmony models' `Reasoning:` level; other models ignore it, as
     // vLLM does.
     let reasoning_effort = match endpoint {
@@ -490,6 +495,7 @@ pub fn parse_completion_request(
         },
         stream,
         include_usage,
+        return_token_ids,
     })
 }
 
