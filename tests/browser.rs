@@ -2,7 +2,8 @@
 //! `scripts/test-e2e` with this build's `wgserve`, which serves the default
 //! model and drives `web/` in Debian's Chromium (tests/e2e/chat.test.mjs):
 //! a streamed answer with its stats, Stop, New chat, the history after a
-//! reload, an over-long prompt's error, and recovery. The script installs
+//! reload, an over-long prompt's error, recovery, and (on a canned stream)
+//! a reasoning model's thoughts collapsed under the answer. The script installs
 //! Chromium and playwright-core when missing; its screenshots land in
 //! `target/e2e-screenshots/`.
 

@@ -373,11 +373,12 @@ function messageEl(m) {
     'data-state': m.pending ? 'streaming' : 'done', 'data-status': m.status || null,
     title: m.excluded && m.role === 'user' ? 'Got no answer: not sent again as context' : null,
   }, h('div', { class: 'msg-role' }, ROLE_LABEL[m.role]));
-  if (m.role === 'assistant' && m.reasoning) el.append(reasoningEl(m).details);
   const content = h('div', { class: 'msg-content', 'data-testid': 'message-content' });
   if (m.role === 'assistant') content.append(renderMarkdown(m.content));
   else content.textContent = m.content; // user text is shown as typed
   el.append(content);
+  // A reasoning model's thoughts: collapsed, under the answer.
+  if (m.role === 'assistant' && m.reasoning) el.append(reasoningEl(m).details);
   if (m.role === 'assistant' && !m.pending) {
     if (m.finish === 'stopped' && !m.content) content.append(h('p', { class: 'muted' }, 'Stopped before any text arrived.'));
     if (m.finish === 'error') el.append(h('div', { class: 'stats' }, 'Incomplete: the answer was cut off by an error.'));
@@ -388,7 +389,7 @@ function messageEl(m) {
 
 function reasoningEl(m) {
   const body = h('div', { class: 'reasoning-body' }, renderMarkdown(m.reasoning || ''));
-  const details = h('details', { class: 'reasoning' }, h('summary', {}, 'Reasoning'), body);
+  const details = h('details', { class: 'reasoning', 'data-testid': 'reasoning' }, h('summary', {}, 'Reasoning'), body);
   return { details, body };
 }
 
@@ -575,7 +576,7 @@ function paint(gen) {
   if (gen.msg.reasoning) {
     if (!gen.reasoningBody) {
       const r = reasoningEl(gen.msg);
-      gen.el.insertBefore(r.details, gen.contentEl);
+      gen.contentEl.after(r.details);
       gen.reasoningBody = r.body;
     }
     gen.reasoningBody.replaceChildren(renderMarkdown(gen.msg.reasoning));

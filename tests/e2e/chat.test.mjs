@@ -327,6 +327,40 @@ describe('wgserve chat page in headless Chromium', { timeout: 900_000 }, () => {
     await shot('recovered');
   });
 
+  // The page's side of a reasoning model (gpt-oss): the server's stream is
+  // replaced by a canned one here, since the default model does not reason;
+  // the server's reasoning_content itself is tested in Rust.
+  step('a reasoning model\'s thoughts show collapsed under the answer', async () => {
+    const chunk = (delta) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm',
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: null }] })}\n\n`;
+    const body = chunk({ role: 'assistant', content: '' })
+      + chunk({ reasoning_content: 'The user asks 2+2.' }) + chunk({ reasoning_content: ' That is 4.' })
+      + chunk({ content: 'It is **4**.' })
+      + `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm',
+        choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }] })}\n\ndata: [DONE]\n\n`;
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({
+      status: 200, headers: { 'content-type': 'text/event-stream' }, body }));
+    try {
+      const before = (await readMessages()).length;
+      const input = page.getByTestId('input');
+      await input.fill('What is 2+2?');
+      await input.press('Enter');
+      await waitIdleWith(before + 2);
+    } finally {
+      await page.unroute('**/v1/chat/completions');
+    }
+    const last = page.locator(sel.assistant).last();
+    assert.equal((await last.getByTestId('message-content').innerText()).trim(), 'It is 4.', 'the answer alone is the content');
+    const details = last.getByTestId('reasoning');
+    assert.equal(await details.count(), 1, 'one reasoning section');
+    assert.equal(await details.evaluate((d) => d.open), false, 'collapsed');
+    assert.ok(await details.evaluate((d) => d.previousElementSibling?.dataset.testid === 'message-content'),
+      'right under the answer');
+    await details.locator('summary').click();
+    assert.match(await details.innerText(), /The user asks 2\+2\. That is 4\./, 'opens to the reasoning');
+    await shot('reasoning');
+  });
+
   step('the page raised no script errors', async () => {
     assert.deepEqual(pageErrors, [], 'no uncaught exceptions in the page');
     // The rejected request is logged by Chromium itself; anything else (a CSP
