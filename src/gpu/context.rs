@@ -90,6 +90,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub caps: Capabilities,
+    /// Parameter slots and cached bind groups for the kernels' dispatches.
+    pub dispatches: Arc<super::dispatch::DispatchCache>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -209,6 +211,7 @@ impl GpuContext {
             queue,
             info,
             caps,
+            dispatches: Default::default(),
         })
     }
 
@@ -409,9 +412,33 @@ impl GpuContext {
 
     /// Submits an encoder's work and checks it for validation errors.
     pub fn submit(&self, what: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.dispatches.flush(&self.queue);
         self.scoped(what, || {
             self.queue.submit(Some(encoder.finish()));
         })
+    }
+
+    /// Records one kernel dispatch: `params` at binding 0 (a uniform),
+    /// whole-buffer `entries` at their bindings, `groups` workgroups. Nothing is created
+    /// per dispatch once a step has run (see [`super::dispatch`]).
+    pub fn dispatch<P: Pod>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        params: &P,
+        entries: &[wgpu::BindGroupEntry<'_>],
+        groups: [u32; 3],
+    ) {
+        self.dispatches.dispatch(
+            &self.device,
+            pass,
+            label,
+            pipeline,
+            bytemuck::bytes_of(params),
+            entries,
+            groups,
+        );
     }
 
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {

@@ -6,6 +6,7 @@
 //! work into a command encoder. Models (`crate::model`) decide what runs.
 
 pub mod context;
+pub mod dispatch;
 pub mod kernels;
 pub mod shader_source;
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! last n % 4 elements).
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
@@ -99,33 +98,18 @@ impl Add {
             return;
         }
         let start = n - n % 4;
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("add params"),
-                contents: bytemuck::bytes_of(&Params {
-                    n,
-                    start,
-                    _pad: [0; 2],
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let params = Params {
+            n,
+            start,
+            _pad: [0; 2],
+        };
         let jobs = [(vec4, start / 4), (scalar, n - start)];
         for ((pipeline, buffers), count) in jobs {
             if count == 0 {
                 continue;
             }
-            let mut entries = vec![entry(0, &params)];
-            entries.extend_from_slice(buffers);
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("add"),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
             let (x, y) = grid_2d(ctx, count.div_ceil(WG));
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            ctx.dispatch(pass, "add", pipeline, &params, buffers, [x, y, 1]);
         }
     }
 }

@@ -8,7 +8,6 @@
 //! row, so a row's answer never depends on the rest of the batch.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::rmsnorm::Rows;
 use super::{entry, grid_2d};
@@ -73,34 +72,17 @@ impl Argmax {
             (true, true) => &self.vec4_values,
             (false, true) => &self.scalar_values,
         };
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("argmax params"),
-                contents: bytemuck::bytes_of(&Params {
-                    rows: rows.count,
-                    vocab: rows.width,
-                    _pad: [0; 2],
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![
-            entry(0, &params),
-            entry(if vec4 { 2 } else { 1 }, logits),
-            entry(3, ids),
-        ];
+        let params = Params {
+            rows: rows.count,
+            vocab: rows.width,
+            _pad: [0; 2],
+        };
+        let mut entries = vec![entry(if vec4 { 2 } else { 1 }, logits), entry(3, ids)];
         if let Some(values) = values {
             entries.push(entry(4, values));
         }
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("argmax"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
         let (gx, gy) = grid_2d(ctx, rows.count);
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        ctx.dispatch(pass, "argmax", pipeline, &params, &entries, [gx, gy, 1]);
     }
 }
 

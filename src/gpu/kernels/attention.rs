@@ -33,7 +33,6 @@
 //! does: the choice depends on the device only).
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::entry;
 use super::kv_write::{KvCacheLayout, KvDtype, KvError, LayerCache, PagedBatch, MAX_GRID_Y};
@@ -181,35 +180,22 @@ impl PagedAttention {
             scale: self.config.scale,
             _pad: [0; 3],
         };
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("attention params"),
-                contents: bytemuck::bytes_of(&p),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("attention"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                entry(0, &params),
-                entry(1, q),
-                entry(2, layer.cache.k),
-                entry(3, layer.cache.v),
-                entry(4, batch.positions),
-                entry(5, batch.seq_of_token),
-                entry(6, batch.block_tables),
-                entry(7, layer.sinks.unwrap_or(&self.no_sinks)),
-                entry(8, out),
-            ],
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
+        let entries = [
+            entry(1, q),
+            entry(2, layer.cache.k),
+            entry(3, layer.cache.v),
+            entry(4, batch.positions),
+            entry(5, batch.seq_of_token),
+            entry(6, batch.block_tables),
+            entry(7, layer.sinks.unwrap_or(&self.no_sinks)),
+            entry(8, out),
+        ];
         let heads = match self.config.kernel {
             AttentionKernel::Tiled => self.config.n_heads,
             AttentionKernel::Strided => self.config.n_heads / heads_per_invocation(&self.config),
         };
-        pass.dispatch_workgroups(heads, batch.num_tokens.min(MAX_GRID_Y), 1);
+        let groups = [heads, batch.num_tokens.min(MAX_GRID_Y), 1];
+        ctx.dispatch(pass, "attention", &self.pipeline, &p, &entries, groups);
     }
 }
 

@@ -10,7 +10,6 @@
 //! `crate::gpu::weights`'.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::entry;
 use crate::gguf::GgmlType;
@@ -95,7 +94,6 @@ impl Embedding {
         let gx = w.units_per_row().div_ceil(WG);
         let gy = m_rows.min(max_dim);
         let gz = m_rows.div_ceil(gy);
-        let layout = self.pipeline.get_bind_group_layout(0);
         let last = w.chunks.len().saturating_sub(1);
         for (i, chunk) in w.chunks.iter().enumerate() {
             let params = Params {
@@ -108,32 +106,20 @@ impl Embedding {
                 groups_y: gy,
                 _pad: 0,
             };
-            let params = ctx
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("embedding params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-            let mut entries = vec![
-                entry(0, &params),
-                entry(1, &chunk.quants),
-                entry(3, ids),
-                entry(4, out),
-            ];
+            let mut entries = vec![entry(1, &chunk.quants), entry(3, ids), entry(4, out)];
             if has_scales(self.ty) {
                 if let Some(s) = &chunk.scales {
                     entries.push(entry(2, s));
                 }
             }
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("embedding"),
-                layout: &layout,
-                entries: &entries,
-            });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(gx, gy, gz);
+            ctx.dispatch(
+                pass,
+                "embedding",
+                &self.pipeline,
+                &params,
+                &entries,
+                [gx, gy, gz],
+            );
         }
         Ok(())
     }

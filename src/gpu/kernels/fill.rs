@@ -3,7 +3,6 @@
 //! `new`, then `encode` a dispatch into an open compute pass.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use crate::gpu::{GpuContext, GpuError};
 
@@ -38,30 +37,18 @@ impl Fill {
         n: u32,
         value: f32,
     ) {
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("fill params"),
-                contents: bytemuck::bytes_of(&Params { n, value }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("fill"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: out.as_entire_binding(),
-                },
-            ],
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(n.div_ceil(WG), 1, 1);
+        let entries = [wgpu::BindGroupEntry {
+            binding: 1,
+            resource: out.as_entire_binding(),
+        }];
+        ctx.dispatch(
+            pass,
+            "fill",
+            &self.pipeline,
+            &Params { n, value },
+            &entries,
+            [n.div_ceil(WG), 1, 1],
+        );
     }
 }
 

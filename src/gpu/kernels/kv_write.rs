@@ -18,7 +18,6 @@
 //! - New k and v: `[M][n_kv_heads][head_dim]` f32.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::entry;
 use crate::gpu::shader_source::specialise;
@@ -192,32 +191,20 @@ impl KvWrite {
         if batch.num_tokens == 0 {
             return;
         }
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("kv_write params"),
-                contents: bytemuck::bytes_of(&Params {
-                    num_tokens: batch.num_tokens,
-                    _pad: [0; 3],
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("kv_write"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                entry(0, &params),
-                entry(1, k),
-                entry(2, v),
-                entry(3, batch.slot_mapping),
-                entry(4, cache.k),
-                entry(5, cache.v),
-            ],
-        });
+        let params = Params {
+            num_tokens: batch.num_tokens,
+            _pad: [0; 3],
+        };
+        let entries = [
+            entry(1, k),
+            entry(2, v),
+            entry(3, batch.slot_mapping),
+            entry(4, cache.k),
+            entry(5, cache.v),
+        ];
         let row4 = (self.layout.slot_elems() / 4) as u32;
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(row4.div_ceil(WG), batch.num_tokens.min(MAX_GRID_Y), 1);
+        let groups = [row4.div_ceil(WG), batch.num_tokens.min(MAX_GRID_Y), 1];
+        ctx.dispatch(pass, "kv_write", &self.pipeline, &params, &entries, groups);
     }
 }
 

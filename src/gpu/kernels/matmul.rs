@@ -27,7 +27,6 @@
 //! `crate::gpu::weights`'.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::entry;
 use crate::gguf::GgmlType;
@@ -235,7 +234,6 @@ impl Matmul {
         } else {
             self.config.wg / self.config.tpr
         };
-        let layout = pipeline.get_bind_group_layout(0);
         for chunk in &w.chunks {
             let rows = chunk.rows.end - chunk.rows.start;
             let groups = rows.div_ceil(rows_per_group);
@@ -251,15 +249,7 @@ impl Matmul {
                 flags,
                 groups_x: gx,
             };
-            let params = ctx
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("matmul params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
             let mut entries = vec![
-                entry(0, &params),
                 entry(1, &chunk.quants),
                 entry(3, x),
                 entry(4, y),
@@ -270,14 +260,8 @@ impl Matmul {
                     entries.push(entry(2, s));
                 }
             }
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("matmul"),
-                layout: &layout,
-                entries: &entries,
-            });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(gx, gy, groups_z);
+            let groups = [gx, gy, groups_z];
+            ctx.dispatch(pass, "matmul", pipeline, &params, &entries, groups);
         }
         Ok(())
     }

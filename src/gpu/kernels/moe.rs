@@ -18,7 +18,6 @@
 //! token's result does not depend on the other rows of the batch.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use crate::gguf::GgmlType;
 // Absolute paths: this file is compiled from `crate::model::shard` until
@@ -39,15 +38,6 @@ fn bad_call(what: &str, message: String) -> GpuError {
         what: what.into(),
         message,
     }
-}
-
-fn uniform<T: Pod>(ctx: &GpuContext, label: &str, p: &T) -> wgpu::Buffer {
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(p),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
 }
 
 /// A stack of `n_experts` matrices `[rows][row_len]` of one GGML type (a
@@ -201,29 +191,21 @@ impl MoeRouter {
             return Ok(());
         }
         let (gx, gy) = grid_2d(ctx, m.div_ceil(ROUTER_WG));
-        let params = uniform(
-            ctx,
-            "moe_router params",
-            &RouterParams {
-                m,
-                n_experts,
-                k,
-                groups_x: gx,
-            },
+        let params = RouterParams {
+            m,
+            n_experts,
+            k,
+            groups_x: gx,
+        };
+        let entries = [entry(1, logits), entry(2, ids), entry(3, weights)];
+        ctx.dispatch(
+            pass,
+            "moe_router",
+            &self.pipeline,
+            &params,
+            &entries,
+            [gx, gy, 1],
         );
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("moe_router"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                entry(0, &params),
-                entry(1, logits),
-                entry(2, ids),
-                entry(3, weights),
-            ],
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
         Ok(())
     }
 }
@@ -361,26 +343,19 @@ impl MoeMatmul {
                 0
             }
             | if bias.is_some() { FLAG_BIAS } else { 0 };
-        let layout = self.pipeline.get_bind_group_layout(0);
-        pass.set_pipeline(&self.pipeline);
         for (e0, t) in &w.groups {
             let chunk = &t.chunks[0];
-            let params = uniform(
-                ctx,
-                "moe_matmul params",
-                &MatmulParams {
-                    m: route.m,
-                    k_used: route.k_used,
-                    k4: w.row_len / 4,
-                    rows: w.rows,
-                    upr: t.units_per_row(),
-                    e0: *e0,
-                    e1: e0 + t.n_rows / w.rows,
-                    flags,
-                },
-            );
+            let params = MatmulParams {
+                m: route.m,
+                k_used: route.k_used,
+                k4: w.row_len / 4,
+                rows: w.rows,
+                upr: t.units_per_row(),
+                e0: *e0,
+                e1: e0 + t.n_rows / w.rows,
+                flags,
+            };
             let mut entries = vec![
-                entry(0, &params),
                 entry(1, &chunk.quants),
                 entry(3, x),
                 entry(4, y),
@@ -393,13 +368,15 @@ impl MoeMatmul {
                     entries.push(entry(2, sc));
                 }
             }
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("moe_matmul"),
-                layout: &layout,
-                entries: &entries,
-            });
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(gx as u32, grid_y as u32, 1);
+            let groups = [gx as u32, grid_y as u32, 1];
+            ctx.dispatch(
+                pass,
+                "moe_matmul",
+                &self.pipeline,
+                &params,
+                &entries,
+                groups,
+            );
         }
         Ok(())
     }

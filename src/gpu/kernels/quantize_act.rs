@@ -6,7 +6,6 @@
 //! (`ActQuant::None`) for exact f32 activations.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
@@ -96,26 +95,20 @@ impl QuantizeAct {
         }
         let groups = n_blocks.div_ceil(WG);
         let (gx, gy) = grid_2d(ctx, groups);
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("quantize_act params"),
-                contents: bytemuck::bytes_of(&Params {
-                    n_blocks,
-                    block,
-                    mode,
-                    groups_x: gx,
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("quantize_act"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[entry(0, &params), entry(1, x), entry(2, y)],
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        let params = Params {
+            n_blocks,
+            block,
+            mode,
+            groups_x: gx,
+        };
+        ctx.dispatch(
+            pass,
+            "quantize_act",
+            &self.pipeline,
+            &params,
+            &[entry(1, x), entry(2, y)],
+            [gx, gy, 1],
+        );
     }
 }
 

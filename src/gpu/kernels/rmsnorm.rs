@@ -8,7 +8,6 @@
 //! per-row kernels of this folder take.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
@@ -123,29 +122,14 @@ impl RmsNorm {
         if rows.count == 0 || rows.width == 0 {
             return;
         }
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("rmsnorm params"),
-                contents: bytemuck::bytes_of(&Params {
-                    rows: rows.count,
-                    width: rows.width,
-                    eps: self.eps,
-                    _pad: 0,
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![entry(0, &params)];
-        entries.extend_from_slice(buffers);
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("rmsnorm"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let params = Params {
+            rows: rows.count,
+            width: rows.width,
+            eps: self.eps,
+            _pad: 0,
+        };
         let (gx, gy) = grid_2d(ctx, rows.count);
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        ctx.dispatch(pass, "rmsnorm", pipeline, &params, buffers, [gx, gy, 1]);
     }
 }
 

@@ -10,7 +10,6 @@
 //! so trivially batch invariant.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
@@ -269,27 +268,16 @@ impl Rope {
             freq_scale: p.freq_scale,
             mscale: self.mscale,
         };
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("rope params"),
-                contents: bytemuck::bytes_of(&uniform),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("rope"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                entry(0, &params),
-                entry(1, x),
-                entry(2, positions),
-                entry(3, &self.freqs),
-            ],
-        });
+        let entries = [entry(1, x), entry(2, positions), entry(3, &self.freqs)];
         let (gx, gy) = grid_2d(ctx, pairs.div_ceil(WG));
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        ctx.dispatch(
+            pass,
+            "rope",
+            &self.pipeline,
+            &uniform,
+            &entries,
+            [gx, gy, 1],
+        );
     }
 }
 

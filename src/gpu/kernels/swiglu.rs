@@ -4,7 +4,6 @@
 //! clamped variant. Elementwise, so trivially batch invariant.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{entry, grid_2d};
 use crate::gpu::{GpuContext, GpuError};
@@ -100,21 +99,15 @@ impl SwiGlu {
             SwiGluMode::Silu => (0, 0.0, 0.0),
             SwiGluMode::OaiClamped { alpha, limit } => (1, alpha, limit),
         };
-        let params = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("swiglu params"),
-                contents: bytemuck::bytes_of(&Params {
-                    n,
-                    start,
-                    mode,
-                    _pad: 0,
-                    alpha,
-                    limit,
-                    _pad1: [0; 2],
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let params = Params {
+            n,
+            start,
+            mode,
+            _pad: 0,
+            alpha,
+            limit,
+            _pad1: [0; 2],
+        };
         let jobs = [
             (
                 &self.vec4,
@@ -131,17 +124,8 @@ impl SwiGlu {
             if count == 0 {
                 continue;
             }
-            let mut entries = vec![entry(0, &params)];
-            entries.extend(buffers);
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("swiglu"),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
             let (x, y) = grid_2d(ctx, count.div_ceil(WG));
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            ctx.dispatch(pass, "swiglu", pipeline, &params, &buffers, [x, y, 1]);
         }
     }
 }
