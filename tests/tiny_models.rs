@@ -1,6 +1,6 @@
 //! Tiny random models written by the test (llama with a mix of quantized
 //! types and a separate output matrix; qwen2 with q/k/v biases, NEOX RoPE and a
-//! tied output), run through the real engine on the Vulkan device and
+//! tied output; llama 3's `rope_freqs` on the llama), run through the real engine on the Vulkan device and
 //! compared, logits at every position, against a plain f64 forward pass over
 //! the same (dequantized) weights. This covers architectures and weight types
 //! the default model does not use.
@@ -53,6 +53,8 @@ struct Spec {
     embd: GgmlType,
     output: Option<GgmlType>,
     bias: bool,
+    /// Llama 3's `rope_freqs` (per-frequency divisors of the angle).
+    rope_freqs: bool,
 }
 
 fn write_model(spec: &Spec, path: &std::path::Path) {
@@ -128,6 +130,18 @@ fn write_model(spec: &Spec, path: &std::path::Path) {
         );
     }
     tensor(&mut w, "output_norm.weight", 1, D, f32t, 1.5);
+    if spec.rope_freqs {
+        // Divisors from 1 to 40, as llama 3's scaling makes them.
+        let f: Vec<f32> = (0..HD / 2)
+            .map(|i| 1.0 + 39.0 * (i as f32 / (HD / 2 - 1) as f32).powi(2))
+            .collect();
+        w.tensor(
+            "rope_freqs.weight",
+            &[f.len() as u64],
+            f32t,
+            quant::quantize(f32t, &f),
+        );
+    }
     if let Some(ty) = spec.output {
         tensor(&mut w, "output.weight", VOCAB, D, ty, 0.3);
     }
@@ -168,10 +182,11 @@ fn rmsnorm(x: &[f64], w: &[f64]) -> Vec<f64> {
     x.iter().zip(w).map(|(a, b)| a * s * b).collect()
 }
 
-fn rope(x: &mut [f64], pos: usize, neox: bool) {
+fn rope(x: &mut [f64], pos: usize, neox: bool, factors: Option<&Vec<f64>>) {
     for h in 0..x.len() / HD {
         for i in 0..HD / 2 {
-            let theta = pos as f64 * BASE.powf(-2.0 * i as f64 / HD as f64);
+            let ff = factors.map_or(1.0, |f| f[i]);
+            let theta = pos as f64 * BASE.powf(-2.0 * i as f64 / HD as f64) / ff;
             let (s, c) = theta.sin_cos();
             let (ia, ib) = if neox {
                 (h * HD + i, h * HD + i + HD / 2)
@@ -188,6 +203,7 @@ fn rope(x: &mut [f64], pos: usize, neox: bool) {
 /// Logits at every position of `ids`.
 fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
     let embd = t(f, "token_embd.weight");
+    let factors = opt(f, "rope_freqs.weight");
     let mut xs: Vec<Vec<f64>> = ids
         .iter()
         .map(|&i| embd[i as usize * D..(i as usize + 1) * D].to_vec())
@@ -218,8 +234,8 @@ fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
             let xn = rmsnorm(x, &an);
             let mut q = matvec(&wq, &xn, bq.as_ref());
             let mut k = matvec(&wk, &xn, bk.as_ref());
-            rope(&mut q, p, neox);
-            rope(&mut k, p, neox);
+            rope(&mut q, p, neox, factors.as_ref());
+            rope(&mut k, p, neox, factors.as_ref());
             qs.push(q);
             ks.push(k);
             vs.push(matvec(&wv, &xn, bv.as_ref()));
@@ -354,6 +370,7 @@ fn tiny_llama_with_mixed_quant_types_matches_reference() {
             embd: GgmlType::Q8_0,
             output: Some(GgmlType::Q6K),
             bias: false,
+            rope_freqs: true,
         },
         false,
     );
@@ -368,6 +385,7 @@ fn tiny_qwen2_with_biases_neox_and_tied_output_matches_reference() {
             embd: GgmlType::F32,
             output: None,
             bias: true,
+            rope_freqs: false,
         },
         true,
     );

@@ -204,7 +204,12 @@ mod tests {
         let fill = Fill::new(&ctx).unwrap();
         let bufs: Vec<wgpu::Buffer> = (0..2).map(|_| ctx.storage("b", 64).unwrap()).collect();
         ctx.dispatches.begin_step();
-        run(&ctx, &fill, &bufs, &[(0, 16, 1.0), (1, 16, 2.0), (0, 8, 3.0)]);
+        run(
+            &ctx,
+            &fill,
+            &bufs,
+            &[(0, 16, 1.0), (1, 16, 2.0), (0, 8, 3.0)],
+        );
         let a: Vec<f32> = ctx.read(&bufs[0]).unwrap();
         let b: Vec<f32> = ctx.read(&bufs[1]).unwrap();
         assert_eq!(a, [[3.0; 8], [1.0; 8]].concat());
@@ -212,11 +217,20 @@ mod tests {
         assert_eq!(ctx.dispatches.stats(), (3, 0));
 
         ctx.dispatches.begin_step();
-        run(&ctx, &fill, &bufs, &[(0, 16, 5.0), (1, 4, 6.0), (0, 2, 7.0)]);
+        run(
+            &ctx,
+            &fill,
+            &bufs,
+            &[(0, 16, 5.0), (1, 4, 6.0), (0, 2, 7.0)],
+        );
         let a: Vec<f32> = ctx.read(&bufs[0]).unwrap();
         let b: Vec<f32> = ctx.read(&bufs[1]).unwrap();
         assert_eq!(a, [vec![7.0; 2], vec![5.0; 14]].concat());
         assert_eq!(b, [vec![6.0; 4], vec![2.0; 12]].concat());
-        assert_eq!(ctx.dispatches.stats(), (3, 3), "the second step creates nothing");
+        assert_eq!(
+            ctx.dispatches.stats(),
+            (3, 3),
+            "the second step creates nothing"
+        );
     }
 }

@@ -145,7 +145,12 @@ impl ModelShard {
         let weights = ShardWeights::load(&ctx, file, spec, layers.clone())?;
         let layout = layout_with(&ctx, spec, limits.block_size, limits.kv_f32);
         let kv = DeviceKvCache::new(&ctx, layout, layers.len(), limits.num_blocks)?;
-        let kernels = Self::kernels(&ctx, spec, &weights, layout)?;
+        // Llama 3's long-context RoPE: per-frequency divisors.
+        let freq_factors = match file.get_tensor("rope_freqs.weight") {
+            Some(_) => Some(file.dequantize("rope_freqs.weight")?),
+            None => None,
+        };
+        let kernels = Self::kernels(&ctx, spec, &weights, layout, freq_factors)?;
         let scratch = Self::scratch(&ctx, spec, &limits, &weights)?;
         Ok(Self {
             ctx,
@@ -164,6 +169,7 @@ impl ModelShard {
         spec: &ModelSpec,
         w: &ShardWeights,
         layout: crate::gpu::kernels::kv_write::KvCacheLayout,
+        freq_factors: Option<Vec<f32>>,
     ) -> Result<Kernels, ModelError> {
         let types = w.matrix_types();
         let mut matmul = HashMap::new();
@@ -187,6 +193,7 @@ impl ModelShard {
         rope.n_rot = spec.rope_n_rot as u32;
         rope.freq_scale = spec.rope_freq_scale;
         rope.yarn = spec.yarn_params();
+        rope.freq_factors = freq_factors;
         Ok(Kernels {
             embedding,
             matmul,
