@@ -1,6 +1,7 @@
 //! Tiny random models written by the test (llama with a mix of quantized
 //! types and a separate output matrix; qwen2 with q/k/v biases, NEOX RoPE and a
-//! tied output; llama 3's `rope_freqs` on the llama), run through the real engine on the Vulkan device and
+//! tied output; llama 3's `rope_freqs` on the llama; qwen3 with its per-head
+//! q/k RMSNorm), run through the real engine on the Vulkan device and
 //! compared, logits at every position, against a plain f64 forward pass over
 //! the same (dequantized) weights. This covers architectures and weight types
 //! the default model does not use.
@@ -55,6 +56,8 @@ struct Spec {
     bias: bool,
     /// Llama 3's `rope_freqs` (per-frequency divisors of the angle).
     rope_freqs: bool,
+    /// Qwen 3's per-head RMSNorm of q and k.
+    qk_norm: bool,
 }
 
 fn write_model(spec: &Spec, path: &std::path::Path) {
@@ -112,6 +115,10 @@ fn write_model(spec: &Spec, path: &std::path::Path) {
         tensor(&mut w, &n("attn_k.weight"), KV_HEADS * HD, D, t[1], s);
         tensor(&mut w, &n("attn_v.weight"), KV_HEADS * HD, D, t[2], s);
         tensor(&mut w, &n("attn_output.weight"), D, D, t[3], s);
+        if spec.qk_norm {
+            tensor(&mut w, &n("attn_q_norm.weight"), 1, HD, f32t, 1.5);
+            tensor(&mut w, &n("attn_k_norm.weight"), 1, HD, f32t, 1.5);
+        }
         if spec.bias {
             tensor(&mut w, &n("attn_q.bias"), 1, D, f32t, 0.5);
             tensor(&mut w, &n("attn_k.bias"), 1, KV_HEADS * HD, f32t, 0.5);
@@ -217,6 +224,10 @@ fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
             t(f, &n("attn_v.weight")),
             t(f, &n("attn_output.weight")),
         );
+        let (qn, kn) = (
+            opt(f, &n("attn_q_norm.weight")),
+            opt(f, &n("attn_k_norm.weight")),
+        );
         let (bq, bk, bv) = (
             opt(f, &n("attn_q.bias")),
             opt(f, &n("attn_k.bias")),
@@ -234,6 +245,10 @@ fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
             let xn = rmsnorm(x, &an);
             let mut q = matvec(&wq, &xn, bq.as_ref());
             let mut k = matvec(&wk, &xn, bk.as_ref());
+            if let (Some(qn), Some(kn)) = (&qn, &kn) {
+                q = q.chunks(HD).flat_map(|h| rmsnorm(h, qn)).collect();
+                k = k.chunks(HD).flat_map(|h| rmsnorm(h, kn)).collect();
+            }
             rope(&mut q, p, neox, factors.as_ref());
             rope(&mut k, p, neox, factors.as_ref());
             qs.push(q);
@@ -371,6 +386,7 @@ fn tiny_llama_with_mixed_quant_types_matches_reference() {
             output: Some(GgmlType::Q6K),
             bias: false,
             rope_freqs: true,
+            qk_norm: false,
         },
         false,
     );
@@ -386,6 +402,23 @@ fn tiny_qwen2_with_biases_neox_and_tied_output_matches_reference() {
             output: None,
             bias: true,
             rope_freqs: false,
+            qk_norm: false,
+        },
+        true,
+    );
+}
+
+#[test]
+fn tiny_qwen3_with_per_head_qk_norm_matches_reference() {
+    check(
+        Spec {
+            arch: "qwen3",
+            types: [GgmlType::Q8_0; 7],
+            embd: GgmlType::Q8_0,
+            output: None,
+            bias: false,
+            rope_freqs: false,
+            qk_norm: true,
         },
         true,
     );

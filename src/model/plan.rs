@@ -254,6 +254,7 @@ mod tests {
             rope_n_rot: 16,
             tied_output: true,
             qkv_bias: false,
+            qk_norm: false,
             n_experts: 0,
             n_experts_used: 0,
             sliding_window: 0,

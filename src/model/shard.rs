@@ -425,6 +425,17 @@ impl ModelShard {
                 input.mul(&mut pass, &lw.wq, &s.q, m, lw.bq.as_ref(), false)?;
                 input.mul(&mut pass, &lw.wk, &s.k, m, lw.bk.as_ref(), false)?;
                 input.mul(&mut pass, &lw.wv, &s.v, m, lw.bv.as_ref(), false)?;
+                if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                    let hd = spec.head_dim as u32;
+                    let heads = |n: usize| Rows {
+                        count: m * n as u32,
+                        width: hd,
+                    };
+                    k.rmsnorm
+                        .encode_in_place(ctx, &mut pass, &s.q, qn, heads(spec.n_heads));
+                    k.rmsnorm
+                        .encode_in_place(ctx, &mut pass, &s.k, kn, heads(spec.n_kv_heads));
+                }
                 k.rope
                     .encode(ctx, &mut pass, &s.q, &s.positions, m, spec.n_heads as u32);
                 k.rope.encode(

@@ -15,7 +15,9 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
-    #[error("{path}: architecture {arch:?} is not supported; supported: llama, qwen2, gpt-oss")]
+    #[error(
+        "{path}: architecture {arch:?} is not supported; supported: llama, qwen2, qwen3, gpt-oss"
+    )]
     UnsupportedArch { path: String, arch: String },
     #[error("{path}: tensor {tensor} has type {ty}, which the {what} kernels do not support")]
     UnsupportedType {
@@ -41,6 +43,9 @@ pub enum ModelError {
 pub enum Arch {
     Llama,
     Qwen2,
+    /// Qwen 3 (dense): qwen2 without the q/k/v biases, with a per-head
+    /// RMSNorm of q and k before RoPE.
+    Qwen3,
     GptOss,
 }
 
@@ -49,6 +54,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::GptOss => "gpt-oss",
         }
     }
@@ -82,6 +88,8 @@ pub struct ModelSpec {
     pub tied_output: bool,
     /// Q, K and V projections carry a bias (qwen2, gpt-oss).
     pub qkv_bias: bool,
+    /// Q and K are RMS-normalised per head before RoPE (qwen3).
+    pub qk_norm: bool,
     /// Mixture of experts (gpt-oss): number of experts and how many run per token.
     pub n_experts: usize,
     pub n_experts_used: usize,
@@ -125,6 +133,7 @@ impl ModelSpec {
         let arch = match arch_name {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
             "gpt-oss" => Arch::GptOss,
             other => {
                 return Err(ModelError::UnsupportedArch {
@@ -212,13 +221,14 @@ impl ModelSpec {
             rms_eps,
             rope_mode: match arch {
                 Arch::Llama => RopeMode::Interleaved,
-                Arch::Qwen2 | Arch::GptOss => RopeMode::Neox,
+                Arch::Qwen2 | Arch::Qwen3 | Arch::GptOss => RopeMode::Neox,
             },
             rope_freq_base,
             rope_freq_scale,
             rope_n_rot,
             tied_output: find("output.weight").is_none(),
             qkv_bias: find("blk.0.attn_q.bias").is_some(),
+            qk_norm: find("blk.0.attn_q_norm.weight").is_some(),
             n_experts: m.opt_u32(&k("expert_count"))?.unwrap_or(0) as usize,
             n_experts_used: m.opt_u32(&k("expert_used_count"))?.unwrap_or(0) as usize,
             sliding_window: m.opt_u32(&k("attention.sliding_window"))?.unwrap_or(0) as usize,

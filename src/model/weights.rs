@@ -33,6 +33,9 @@ pub struct LayerWeights {
     pub bo: Option<wgpu::Buffer>,
     /// Per-head attention sink logits `[n_heads]` (gpt-oss).
     pub sinks: Option<wgpu::Buffer>,
+    /// Per-head RMSNorm weights of q and k, `[head_dim]` each (qwen3).
+    pub q_norm: Option<wgpu::Buffer>,
+    pub k_norm: Option<wgpu::Buffer>,
     /// The norm before the feed-forward block (gpt-oss's GGUF calls it
     /// `post_attention_norm`).
     pub ffn_norm: wgpu::Buffer,
@@ -86,9 +89,17 @@ impl LayerWeights {
     fn vectors(&self) -> Vec<&wgpu::Buffer> {
         let mut v = vec![&self.attn_norm, &self.ffn_norm];
         v.extend(
-            [&self.bq, &self.bk, &self.bv, &self.bo, &self.sinks]
-                .into_iter()
-                .flatten(),
+            [
+                &self.bq,
+                &self.bk,
+                &self.bv,
+                &self.bo,
+                &self.sinks,
+                &self.q_norm,
+                &self.k_norm,
+            ]
+            .into_iter()
+            .flatten(),
         );
         if let Ffn::Moe(m) = &self.ffn {
             v.extend([&m.router_bias, &m.gate_bias, &m.up_bias, &m.down_bias]);
@@ -255,6 +266,16 @@ impl Loader<'_> {
             bo: self.opt_vector(&n("attn_output.bias"), s.d_model)?,
             sinks: if gpt_oss {
                 Some(self.vector(&n("attn_sinks.weight"), s.n_heads)?)
+            } else {
+                None
+            },
+            q_norm: if s.qk_norm {
+                Some(self.vector(&n("attn_q_norm.weight"), s.head_dim)?)
+            } else {
+                None
+            },
+            k_norm: if s.qk_norm {
+                Some(self.vector(&n("attn_k_norm.weight"), s.head_dim)?)
             } else {
                 None
             },
