@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::messages::{Emit, Fail, Forget, Register, StopSequence};
 use crate::backend::Event;
 use crate::scheduler::{FinishReason, SeqEvent, SeqId};
-use crate::tokenizer::{HarmonyParser, IncrementalDecoder, Tokenizer};
+use crate::tokenizer::{IncrementalDecoder, ReasoningFormat, ReasoningParser, Tokenizer};
 
 /// What [`StopMatcher::push`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,9 +95,9 @@ impl StopMatcher {
 /// One sequence's output side.
 struct Stream {
     decoder: IncrementalDecoder,
-    /// Harmony output (gpt-oss chats): splits reasoning from the answer and
-    /// removes the channel markup before the stop strings are looked for.
-    harmony: Option<HarmonyParser>,
+    /// A reasoning model's chat: splits reasoning from the answer (and, for
+    /// harmony, removes the channel markup) before stop strings are sought.
+    reasoning: Option<ReasoningParser>,
     matcher: StopMatcher,
     sender: UnboundedSender<Event>,
     /// Tokens whose text was sent (up to and including the one that
@@ -153,7 +153,7 @@ impl Detokenizer {
             None => String::new(),
         };
         stream.tokens += 1;
-        let (piece, reasoning) = match &mut stream.harmony {
+        let (piece, reasoning) = match &mut stream.reasoning {
             Some(parser) => {
                 let d = parser.push(&piece);
                 (d.content, d.reasoning)
@@ -183,7 +183,7 @@ impl Detokenizer {
         if !stream.stopped {
             let mut tail = stream.decoder.finish();
             let mut reasoning = String::new();
-            if let Some(parser) = &mut stream.harmony {
+            if let Some(parser) = &mut stream.reasoning {
                 let mut d = parser.push(&tail);
                 d.merge(parser.finish());
                 tail = d.content;
@@ -232,8 +232,10 @@ impl Handler<Register> for Detokenizer {
             msg.id,
             Stream {
                 // Harmony's markup is special tokens: keep them for the parser.
-                decoder: IncrementalDecoder::new(!out.keep_special && !out.harmony),
-                harmony: out.harmony.then(HarmonyParser::new),
+                decoder: IncrementalDecoder::new(
+                    !out.keep_special && out.reasoning != Some(ReasoningFormat::Harmony),
+                ),
+                reasoning: out.reasoning.map(ReasoningParser::new),
                 matcher: StopMatcher::new(&out.stop),
                 sender: out.sender,
                 tokens: 0,

@@ -16,14 +16,14 @@ use tokio::sync::mpsc;
 use super::messages::{AddSequence, OutputSpec, Submit, Tokenize, WaitingChanged};
 use super::tokenizer::TokenizerWorker;
 use crate::backend::{BackendError, Event, PromptInput, RequestId};
+use crate::tokenizer::ReasoningFormat;
 
 pub struct Intake {
     tokenizer: Addr<TokenizerWorker>,
     scheduler: Recipient<AddSequence>,
     max_queue: usize,
-    /// The model chats in harmony: chat outputs are parsed into reasoning
-    /// and answer.
-    harmony: bool,
+    /// How the model's chat outputs carry reasoning, if they do.
+    reasoning: Option<ReasoningFormat>,
     next_id: RequestId,
     /// Submitted, not yet answered by the Scheduler (being tokenized or
     /// handed over).
@@ -38,13 +38,13 @@ impl Intake {
         tokenizer: Addr<TokenizerWorker>,
         scheduler: Recipient<AddSequence>,
         max_queue: usize,
-        harmony: bool,
+        reasoning: Option<ReasoningFormat>,
     ) -> Self {
         Self {
             tokenizer,
             scheduler,
             max_queue,
-            harmony,
+            reasoning,
             next_id: 1,
             handing_over: 0,
             waiting: 0,
@@ -72,7 +72,7 @@ impl Handler<Submit> for Intake {
         let received = Instant::now();
         let tokenizer = self.tokenizer.clone();
         let scheduler = self.scheduler.clone();
-        let harmony = self.harmony;
+        let reasoning = self.reasoning;
         let unavailable =
             |what: &str| BackendError::Unavailable(format!("the {what} is not running"));
         let fut = async move {
@@ -88,7 +88,7 @@ impl Handler<Submit> for Intake {
             let output = OutputSpec {
                 stop: msg.request.stop.clone(),
                 keep_special: msg.request.keep_special,
-                harmony: harmony && matches!(msg.request.prompt, PromptInput::Chat(_)),
+                reasoning: reasoning.filter(|_| matches!(msg.request.prompt, PromptInput::Chat(_))),
                 sender: tx,
             };
             scheduler

@@ -56,9 +56,9 @@ pub struct Detokenize {
 pub struct OutputSpec {
     pub stop: Vec<String>,
     pub keep_special: bool,
-    /// Parse the output as harmony (a chat on a gpt-oss model): reasoning
-    /// and answer are split and the channel markup is removed.
-    pub harmony: bool,
+    /// Split reasoning from the answer (a chat on a reasoning model: gpt-oss's
+    /// harmony channels, or `<think>` tags).
+    pub reasoning: Option<crate::tokenizer::ReasoningFormat>,
     pub sender: UnboundedSender<Event>,
 }
 

@@ -126,7 +126,10 @@ impl Runtime {
     /// in tests). Must be called inside a running actix `System`.
     pub fn start_parts(parts: RuntimeParts, opts: RuntimeOptions) -> Runtime {
         let tokenizer = parts.tokenizer.map(Arc::new);
-        let harmony = parts.chat_format.is_harmony();
+        let reasoning = parts.chat_format.reasoning_format();
+        if let Some(r) = reasoning {
+            tracing::info!("chat answers carry reasoning ({r:?}): sent as reasoning_content");
+        }
         let chat_format = Arc::new(parts.chat_format);
         let max_model_len = parts.scheduler_config.max_model_len;
         let vocab_size = parts.vocab_size;
@@ -172,7 +175,7 @@ impl Runtime {
             tokenizer_pool.clone(),
             scheduler.clone().recipient(),
             opts.max_queue,
-            harmony,
+            reasoning,
         ));
         tracing::info!(
             "runtime started: model {}, context {} tokens, {} blocks of {}",

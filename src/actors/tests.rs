@@ -506,35 +506,29 @@ impl Handler<super::messages::StopSequence> for StopSink {
     }
 }
 
-/// A harmony chat's tokens, one per step: the Detokenizer sends the
-/// analysis channel as reasoning and the final channel as the answer, no
-/// markup in either, and applies stop strings to the answer only.
-#[actix_rt::test]
-async fn harmony_output_splits_into_reasoning_and_answer() {
+/// Streams `text`'s tokens one per step through a Detokenizer that splits
+/// reasoning as `format` says, with the stop string "STOP"; returns the
+/// (answer, reasoning) the request's channel got.
+async fn detokenize_reasoning(
+    format: crate::tokenizer::ReasoningFormat,
+    text: &str,
+) -> (String, String) {
     use super::detokenizer::Detokenizer;
     use super::messages::{Emit, OutputSpec, Register};
     use crate::scheduler::SeqEvent;
     use std::sync::Arc;
 
     let tok = Arc::new(harmony_tokenizer());
-    let text = "<|channel|>analysis<|message|>STOP is not a stop here: <|x|>.<|end|>\
-                <|start|>assistant<|channel|>final<|message|>It is <4>. STOP now<|return|>";
     let ids = tok.encode(text, false).unwrap();
-    assert!(ids.contains(&259), "markup is parsed as special tokens");
     let detok = Detokenizer::new(Some(tok), StopSink::default().start().recipient()).start();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    detok
-        .send(Register {
-            id: 7,
-            output: OutputSpec {
-                stop: vec!["STOP".into()],
-                keep_special: false,
-                harmony: true,
-                sender: tx,
-            },
-        })
-        .await
-        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let output = OutputSpec {
+        stop: vec!["STOP".into()],
+        keep_special: false,
+        reasoning: Some(format),
+        sender: tx,
+    };
+    detok.send(Register { id: 7, output }).await.unwrap();
     for &token in &ids {
         let events = vec![SeqEvent::Token {
             id: 7,
@@ -549,8 +543,6 @@ async fn harmony_output_splits_into_reasoning_and_answer() {
         usage: Usage::default(),
     }];
     detok.send(Emit { events }).await.unwrap();
-
-    let mut rx = rx;
     let (mut answer, mut reasoning) = (String::new(), String::new());
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -567,6 +559,44 @@ async fn harmony_output_splits_into_reasoning_and_answer() {
             Event::Error(e) => panic!("{e}"),
         }
     }
+    (answer, reasoning)
+}
+
+/// A harmony chat's tokens, one per step: the Detokenizer sends the
+/// analysis channel as reasoning and the final channel as the answer, no
+/// markup in either, and applies stop strings to the answer only.
+#[actix_rt::test]
+async fn harmony_output_splits_into_reasoning_and_answer() {
+    use crate::tokenizer::ReasoningFormat;
+    let text = "<|channel|>analysis<|message|>STOP is not a stop here: <|x|>.<|end|>\
+                <|start|>assistant<|channel|>final<|message|>It is <4>. STOP now<|return|>";
+    assert!(
+        harmony_tokenizer()
+            .encode(text, false)
+            .unwrap()
+            .contains(&259),
+        "markup is parsed as special tokens"
+    );
+    let (answer, reasoning) = detokenize_reasoning(ReasoningFormat::Harmony, text).await;
     assert_eq!(reasoning, "STOP is not a stop here: <|x|>.");
     assert_eq!(answer, "It is <4>. ");
+}
+
+/// `<think>` reasoning (Qwen 3, DeepSeek-R1), the tags written as plain
+/// text, split the same way, from the start or from inside the reasoning.
+#[actix_rt::test]
+async fn think_tags_split_into_reasoning_and_answer() {
+    use crate::tokenizer::ReasoningFormat;
+    let qwen = ReasoningFormat::Think {
+        starts_inside: false,
+    };
+    let text = "<think>\nSTOP? Not here.\n</think>\n\nFour. STOP";
+    let (answer, reasoning) = detokenize_reasoning(qwen, text).await;
+    assert_eq!(reasoning, "\nSTOP? Not here.\n");
+    assert_eq!(answer, "Four. ");
+    let r1 = ReasoningFormat::Think {
+        starts_inside: true,
+    };
+    let (answer, reasoning) = detokenize_reasoning(r1, "hmm, 2+2</think>4").await;
+    assert_eq!((answer.as_str(), reasoning.as_str()), ("4", "hmm, 2+2"));
 }

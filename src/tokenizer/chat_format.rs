@@ -4,6 +4,7 @@
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
 use super::harmony::{self, HarmonyOptions, ReasoningEffort};
+use super::reasoning::ReasoningFormat;
 
 pub enum ChatFormat {
     Template(Box<ChatTemplate>),
@@ -22,6 +23,24 @@ impl std::fmt::Debug for ChatFormat {
 impl ChatFormat {
     pub fn is_harmony(&self) -> bool {
         matches!(self, ChatFormat::Harmony)
+    }
+
+    /// How this model's chat answers carry reasoning, if they do: harmony's
+    /// channels, or `<think>` tags when the template speaks of them (and
+    /// whether the template itself opens the tag at the end of the prompt,
+    /// as DeepSeek-R1's does).
+    pub fn reasoning_format(&self) -> Option<ReasoningFormat> {
+        match self {
+            ChatFormat::Harmony => Some(ReasoningFormat::Harmony),
+            ChatFormat::Template(t) if t.source().contains("<think>") => {
+                let probe = [ChatMessage::new("user", "hi")];
+                let starts_inside = t
+                    .render(&probe, true, "", "")
+                    .is_ok_and(|p| p.trim_end().ends_with("<think>"));
+                Some(ReasoningFormat::Think { starts_inside })
+            }
+            ChatFormat::Template(_) => None,
+        }
     }
 
     /// The prompt text for `messages`. `reasoning_effort` sets harmony's
@@ -79,6 +98,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_format_follows_the_template() {
+        let t = |src: &str| ChatFormat::Template(Box::new(ChatTemplate::new(src).unwrap()));
+        assert_eq!(
+            ChatFormat::Harmony.reasoning_format(),
+            Some(ReasoningFormat::Harmony)
+        );
+        let plain = "{% for m in messages %}{{ m.content }}{% endfor %}";
+        assert_eq!(t(plain).reasoning_format(), None);
+        // Qwen 3: the model opens <think> itself.
+        let qwen3 = "{% for m in messages %}{{ m.content | replace('<think>', '') }}{% endfor %}\
+                     {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        assert_eq!(
+            t(qwen3).reasoning_format(),
+            Some(ReasoningFormat::Think {
+                starts_inside: false
+            })
+        );
+        // DeepSeek-R1: the prompt ends inside the reasoning.
+        let r1 = "{% for m in messages %}{{ m.content }}{% endfor %}\
+                  {% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}";
+        assert_eq!(
+            t(r1).reasoning_format(),
+            Some(ReasoningFormat::Think {
+                starts_inside: true
+            })
+        );
+    }
 
     #[test]
     fn civil_dates() {

@@ -6,11 +6,13 @@
 pub mod chat_format;
 pub mod chat_template;
 pub mod harmony;
+pub mod reasoning;
 pub mod vocab;
 
 pub use chat_format::ChatFormat;
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError, CHATML_TEMPLATE};
 pub use harmony::{HarmonyDelta, HarmonyError, HarmonyOptions, HarmonyParser, ReasoningEffort};
+pub use reasoning::{ReasoningFormat, ReasoningParser};
 pub use vocab::{
     GgufVocab, IncrementalDecoder, TokenType, Tokenizer, TokenizerError, SUPPORTED_PRE_TOKENIZERS,
 };
