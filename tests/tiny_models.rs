@@ -423,3 +423,179 @@ fn tiny_qwen3_with_per_head_qk_norm_matches_reference() {
         true,
     );
 }
+
+// ---- the same models as HuggingFace directories ---------------------------
+
+/// Writes the (F32) GGUF model at `gguf` as a HuggingFace directory: HF
+/// tensor names, llama's q/k rows back in HF's rotate-half order, and a
+/// `config.json`.
+fn write_hf_dir(gguf: &std::path::Path, dir: &std::path::Path, spec: &Spec) {
+    use safetensors::{tensor::TensorView, Dtype};
+    let f = GgufFile::open(gguf).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |name: String, gguf_name: &str, n_head: usize| {
+        let info = f.tensor(gguf_name).unwrap();
+        assert_eq!(info.ggml_type, GgmlType::F32, "F32 models only");
+        let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+        let mut bytes = f.tensor_bytes(info).to_vec();
+        if n_head > 0 {
+            // GGUF row (head, 2j + i) is HF row (head, i * hd / 2 + j).
+            let row = bytes.len() / shape[0];
+            let hd = shape[0] / n_head;
+            let src = bytes.clone();
+            for h in 0..n_head {
+                for j in 0..hd / 2 {
+                    for i in 0..2 {
+                        let (g, hf) = (h * hd + 2 * j + i, h * hd + i * hd / 2 + j);
+                        bytes[hf * row..(hf + 1) * row]
+                            .copy_from_slice(&src[g * row..(g + 1) * row]);
+                    }
+                }
+            }
+        }
+        tensors.push((name, shape, bytes));
+    };
+    let llama = spec.arch == "llama";
+    put("model.embed_tokens.weight".into(), "token_embd.weight", 0);
+    put("model.norm.weight".into(), "output_norm.weight", 0);
+    if spec.output.is_some() {
+        put("lm_head.weight".into(), "output.weight", 0);
+    }
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        let g = |s: &str| format!("blk.{l}.{s}");
+        put(p("input_layernorm.weight"), &g("attn_norm.weight"), 0);
+        put(
+            p("post_attention_layernorm.weight"),
+            &g("ffn_norm.weight"),
+            0,
+        );
+        let (qh, kh) = if llama { (HEADS, KV_HEADS) } else { (0, 0) };
+        put(p("self_attn.q_proj.weight"), &g("attn_q.weight"), qh);
+        put(p("self_attn.k_proj.weight"), &g("attn_k.weight"), kh);
+        put(p("self_attn.v_proj.weight"), &g("attn_v.weight"), 0);
+        put(p("self_attn.o_proj.weight"), &g("attn_output.weight"), 0);
+        if spec.bias {
+            put(p("self_attn.q_proj.bias"), &g("attn_q.bias"), qh);
+            put(p("self_attn.k_proj.bias"), &g("attn_k.bias"), kh);
+            put(p("self_attn.v_proj.bias"), &g("attn_v.bias"), 0);
+        }
+        if spec.qk_norm {
+            put(p("self_attn.q_norm.weight"), &g("attn_q_norm.weight"), 0);
+            put(p("self_attn.k_norm.weight"), &g("attn_k_norm.weight"), 0);
+        }
+        put(p("mlp.gate_proj.weight"), &g("ffn_gate.weight"), 0);
+        put(p("mlp.up_proj.weight"), &g("ffn_up.weight"), 0);
+        put(p("mlp.down_proj.weight"), &g("ffn_down.weight"), 0);
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    let config = serde_json::json!({
+        "model_type": spec.arch,
+        "hidden_size": D, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HD,
+        "vocab_size": VOCAB, "max_position_embeddings": 256, "rms_norm_eps": EPS,
+        "rope_theta": BASE, "tie_word_embeddings": spec.output.is_none(),
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+/// Logits at every position of `ids` from the model at `path`.
+fn logits(path: &std::path::Path, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut engine = Engine::new(&EngineConfig {
+        model: path.to_path_buf(),
+        max_num_seqs: 64,
+        max_num_batched_tokens: 64,
+        kv_memory_bytes: 8 << 20,
+        quantize_activations: false,
+        ..Default::default()
+    })
+    .expect("load");
+    let n = ids.len() as u32;
+    let batch = BatchInput {
+        tokens: ids.to_vec(),
+        positions: (0..n).collect(),
+        seq_of_token: vec![0; n as usize],
+        slot_mapping: (0..n).collect(),
+        block_tables: vec![(0..n.div_ceil(engine.info.block_size)).collect()],
+        samples: (0..n)
+            .map(|row| SampleRow {
+                row,
+                want_logits: true,
+            })
+            .collect(),
+    };
+    engine
+        .run_batch(&batch)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.logits.unwrap())
+        .collect()
+}
+
+/// llama (q/k rows permuted back from HF's order), qwen2 (biases, tied
+/// output) and qwen3 (q/k norms) from HuggingFace directories give the
+/// logits of the same weights as GGUF.
+#[test]
+fn hf_directories_give_the_gguf_logits() {
+    let f32s = [GgmlType::F32; 7];
+    let specs = [
+        Spec {
+            arch: "llama",
+            types: f32s,
+            embd: GgmlType::F32,
+            output: Some(GgmlType::F32),
+            bias: false,
+            rope_freqs: false,
+            qk_norm: false,
+        },
+        Spec {
+            arch: "qwen2",
+            types: f32s,
+            embd: GgmlType::F32,
+            output: None,
+            bias: true,
+            rope_freqs: false,
+            qk_norm: false,
+        },
+        Spec {
+            arch: "qwen3",
+            types: f32s,
+            embd: GgmlType::F32,
+            output: None,
+            bias: false,
+            rope_freqs: false,
+            qk_norm: true,
+        },
+    ];
+    let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % VOCAB as u32).collect();
+    for spec in specs {
+        let tmp = tempfile::tempdir().unwrap();
+        let gguf = tmp.path().join("m.gguf");
+        write_model(&spec, &gguf);
+        let hf = tmp.path().join(format!("hf-{}", spec.arch));
+        write_hf_dir(&gguf, &hf, &spec);
+        let (a, b) = (logits(&gguf, &ids), logits(&hf, &ids));
+        let worst = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{}: HF directory vs GGUF: max |logit difference| = {worst:e}",
+            spec.arch
+        );
+        assert!(worst <= 1e-5, "{}: {worst}", spec.arch);
+    }
+}

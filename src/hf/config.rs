@@ -22,6 +22,9 @@ pub struct RopeParams {
     pub beta_fast: Option<f64>,
     pub beta_slow: Option<f64>,
     pub truncate: Option<bool>,
+    /// Llama 3's scaling (`rope_type: "llama3"`).
+    pub low_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +65,57 @@ impl HfConfig {
         })
     }
 
+    /// llama.cpp's architecture name for this `model_type`.
+    pub fn gguf_arch(&self) -> Option<&'static str> {
+        Some(match self.model_type.as_str() {
+            "gpt_oss" => "gpt-oss",
+            "llama" | "mistral" => "llama",
+            "qwen2" => "qwen2",
+            "qwen3" => "qwen3",
+            _ => return None,
+        })
+    }
+
+    pub fn rope_type(&self) -> Option<String> {
+        let rope = self.rope();
+        rope.rope_type.or(rope.legacy_type)
+    }
+
+    /// Llama 3's per-frequency divisors (`rope_freqs`), `[head_dim / 2]`,
+    /// when the config asks for its scaling.
+    pub fn llama3_rope_freqs(&self) -> Option<Vec<f32>> {
+        if self.rope_type().as_deref() != Some("llama3") {
+            return None;
+        }
+        let r = self.rope();
+        let base = r.rope_theta.or(self.rope_theta).unwrap_or(10_000.0);
+        let factor = r.factor.unwrap_or(8.0);
+        let low = r.low_freq_factor.unwrap_or(1.0);
+        let high = r.high_freq_factor.unwrap_or(4.0);
+        let old_ctx = r.original_max_position_embeddings.unwrap_or(8192) as f64;
+        let dim =
+            self.head_dim
+                .unwrap_or(self.hidden_size / self.num_attention_heads.max(1)) as usize;
+        let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+        Some(
+            (0..dim / 2)
+                .map(|i| {
+                    let freq = base.powf(-2.0 * i as f64 / dim as f64);
+                    let wavelen = 2.0 * std::f64::consts::PI / freq;
+                    let divisor = if wavelen < high_wavelen {
+                        1.0
+                    } else if wavelen > low_wavelen {
+                        factor
+                    } else {
+                        let smooth = (old_ctx / wavelen - low) / (high - low);
+                        1.0 / ((1.0 - smooth) / factor + smooth)
+                    };
+                    divisor as f32
+                })
+                .collect(),
+        )
+    }
+
     fn rope(&self) -> RopeParams {
         self.rope_parameters
             .clone()
@@ -75,16 +129,14 @@ impl HfConfig {
             path: dir.join("config.json"),
             message,
         };
-        if self.model_type != "gpt_oss" {
-            return Err(HfError::UnsupportedModel {
-                path: dir.to_path_buf(),
-                model_type: self.model_type.clone(),
-            });
-        }
-        let arch = "gpt-oss";
+        let arch = self.gguf_arch().ok_or_else(|| HfError::UnsupportedModel {
+            path: dir.to_path_buf(),
+            model_type: self.model_type.clone(),
+        })?;
+        let gpt_oss = arch == "gpt-oss";
         let rope = self.rope();
         let theta = rope.rope_theta.or(self.rope_theta).unwrap_or(10_000.0);
-        let rope_type = rope.rope_type.clone().or(rope.legacy_type.clone());
+        let rope_type = self.rope_type();
 
         // What the kernels build in: check rather than silently differ.
         let expect = |what: &str, got: Option<f64>, want: f64| match got {
@@ -93,18 +145,22 @@ impl HfConfig {
             ))),
             _ => Ok(()),
         };
-        expect("swiglu_limit", self.swiglu_limit, 7.0)?;
-        expect("swiglu_alpha", self.swiglu_alpha, 1.702)?;
+        if gpt_oss {
+            expect("swiglu_limit", self.swiglu_limit, 7.0)?;
+            expect("swiglu_alpha", self.swiglu_alpha, 1.702)?;
+        }
         if rope_type.as_deref() == Some("yarn") {
             expect("rope beta_fast", rope.beta_fast, 32.0)?;
             expect("rope beta_slow", rope.beta_slow, 1.0)?;
-            if rope.truncate == Some(true) {
-                return Err(invalid(
-                    "YaRN with truncate = true is not supported for gpt-oss".into(),
-                ));
+            // GGUF does not record YaRN's ramp rounding: the model spec
+            // rounds for every architecture but gpt-oss (see yarn_params).
+            if rope.truncate == Some(gpt_oss) {
+                return Err(invalid(format!(
+                    "YaRN with truncate = {gpt_oss} is not supported for {arch}"
+                )));
             }
         }
-        if let Some(types) = &self.layer_types {
+        if let Some(types) = self.layer_types.as_ref().filter(|_| gpt_oss) {
             let alternating = types.len() as u64 == self.num_hidden_layers
                 && types.iter().enumerate().all(|(l, t)| {
                     t == if l % 2 == 0 {
@@ -139,7 +195,6 @@ impl HfConfig {
         put(&k("context_length"), u(self.max_position_embeddings));
         put(&k("embedding_length"), u(self.hidden_size));
         put(&k("feed_forward_length"), u(self.intermediate_size));
-        put(&k("expert_feed_forward_length"), u(self.intermediate_size));
         put(&k("attention.head_count"), u(heads));
         put(
             &k("attention.head_count_kv"),
@@ -151,18 +206,28 @@ impl HfConfig {
             &k("attention.layer_norm_rms_epsilon"),
             MetaValue::F32(self.rms_norm_eps as f32),
         );
-        put(&k("expert_count"), u(self.num_local_experts.unwrap_or(0)));
-        put(
-            &k("expert_used_count"),
-            u(self.num_experts_per_tok.unwrap_or(0)),
-        );
-        put(
-            &k("attention.sliding_window"),
-            u(self.sliding_window.unwrap_or(0)),
-        );
+        if gpt_oss {
+            put(&k("expert_feed_forward_length"), u(self.intermediate_size));
+            put(&k("expert_count"), u(self.num_local_experts.unwrap_or(0)));
+            put(
+                &k("expert_used_count"),
+                u(self.num_experts_per_tok.unwrap_or(0)),
+            );
+            put(
+                &k("attention.sliding_window"),
+                u(self.sliding_window.unwrap_or(0)),
+            );
+        }
         put(&k("rope.freq_base"), MetaValue::F32(theta as f32));
         match rope_type.as_deref() {
-            None | Some("default") => {}
+            // Llama 3's scaling is a per-frequency table, written by the
+            // converter as the `rope_freqs` tensor.
+            None | Some("default") | Some("llama3") => {}
+            Some("linear") => {
+                put(&k("rope.scaling.type"), "linear".into());
+                let factor = rope.factor.unwrap_or(1.0);
+                put(&k("rope.scaling.factor"), MetaValue::F32(factor as f32));
+            }
             Some("yarn") => {
                 let factor = rope.factor.unwrap_or(1.0);
                 let orig = rope
@@ -174,11 +239,65 @@ impl HfConfig {
             }
             Some(other) => {
                 return Err(invalid(format!(
-                    "rope type {other:?} is not supported for gpt-oss (yarn or none)"
+                    "rope type {other:?} is not supported (default, linear, yarn, llama3)"
                 )))
             }
         }
         put(&k("vocab_size"), u(self.vocab_size));
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> HfConfig {
+        let mut v = serde_json::json!({
+            "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "vocab_size": 128256, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+            "rope_theta": 500000.0,
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Llama 3.2's published scaling (factor 32, low 1, high 4, original
+    /// 8192): short wavelengths unscaled, long ones divided by the factor,
+    /// the band between interpolated. Values worked out by hand.
+    #[test]
+    fn llama3_rope_freqs() {
+        let c = config(serde_json::json!({"rope_scaling": {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}));
+        let f = c.llama3_rope_freqs().unwrap();
+        assert_eq!(f.len(), 32);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[31], 8.0);
+        // i = 16: wavelength 2 pi 500000^0.5 = 4442.9, between 2048 and
+        // 8192: smooth = (8192 / 4442.9 - 1) / 3 = 0.28127.
+        assert!((f[16] - 2.6946).abs() < 1e-3, "{}", f[16]);
+        assert!(f.windows(2).all(|w| w[0] <= w[1]), "monotone: {f:?}");
+        assert!(config(serde_json::json!({})).llama3_rope_freqs().is_none());
+        let dir = Path::new("/nonexistent");
+        let m = c.gguf_metadata(dir).unwrap();
+        assert_eq!(m.str("general.architecture").unwrap(), "llama");
+        assert!(m.opt_str("llama.rope.scaling.type").unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_model_types_and_rope_types_are_refused() {
+        let dir = Path::new("/nonexistent");
+        let e = config(serde_json::json!({"model_type": "phi3"}))
+            .gguf_metadata(dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("phi3"), "{e}");
+        let e = config(serde_json::json!({"rope_scaling": {"rope_type": "longrope"}}))
+            .gguf_metadata(dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("longrope"), "{e}");
     }
 }

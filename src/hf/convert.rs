@@ -103,6 +103,48 @@ impl Converter<'_> {
         Ok(())
     }
 
+    /// A llama q or k projection (or its bias), rows reordered from HF's
+    /// rotate-half layout (each head's first half, then its second half) to
+    /// GGUF's interleaved pairs, as llama.cpp's converter does: within a
+    /// head of `hd` rows, GGUF row `2j + i` is HF row `i * hd / 2 + j`.
+    fn permuted(
+        &mut self,
+        hf: &str,
+        gguf: &str,
+        n_head: usize,
+        shape: &[usize],
+    ) -> Result<(), HfError> {
+        let t = self.get(hf)?;
+        self.check_shape(&t, hf, shape)?;
+        let (ty, es) = self.float(&t, hf)?;
+        let rows = shape[0];
+        let row_bytes = shape.get(1).copied().unwrap_or(1) * es;
+        let hd = rows / n_head.max(1);
+        if n_head == 0 || rows % n_head != 0 || hd % 2 != 0 {
+            return Err(self.invalid(
+                &t,
+                hf,
+                format!("{rows} rows do not split into {n_head} heads of even size"),
+            ));
+        }
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        let mut out = Vec::new();
+        if !self.layout_only {
+            let src = t.bytes();
+            out.reserve(src.len());
+            for h in 0..n_head {
+                for j in 0..hd / 2 {
+                    for i in 0..2 {
+                        let r = h * hd + i * hd / 2 + j;
+                        out.extend_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
+                    }
+                }
+            }
+        }
+        self.owned(gguf.to_string(), dims, ty, out);
+        Ok(())
+    }
+
     fn owned(&mut self, gguf: String, dims: Vec<u64>, ty: GgmlType, bytes: Vec<u8>) {
         self.out.push((gguf, dims, ty, TensorData::Owned(bytes)));
     }
@@ -244,7 +286,7 @@ impl Converter<'_> {
     }
 }
 
-/// Every GGUF tensor of a gpt-oss model from its safetensors.
+/// Every GGUF tensor of a model from its safetensors.
 pub fn gguf_tensors(
     dir: &Path,
     cfg: &HfConfig,
@@ -258,12 +300,13 @@ pub fn gguf_tensors(
         out: Vec::new(),
         used: Vec::new(),
     };
+    let arch = cfg.gguf_arch().unwrap_or("");
+    let gpt_oss = arch == "gpt-oss";
     let d = cfg.hidden_size as usize;
     let heads = cfg.num_attention_heads as usize;
     let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
     let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
     let (q, kv) = (heads * hd, kv_heads * hd);
-    let e = cfg.num_local_experts.unwrap_or(0) as usize;
     let f = cfg.intermediate_size as usize;
     let vocab = cfg.vocab_size as usize;
 
@@ -273,12 +316,23 @@ pub fn gguf_tensors(
         &[vocab, d],
     )?;
     c.direct("model.norm.weight", "output_norm.weight", &[d])?;
-    if !cfg.tie_word_embeddings {
+    // No lm_head (or a config that ties them): the output is the embedding.
+    if !cfg.tie_word_embeddings && st.get("lm_head.weight").is_some() {
         c.direct("lm_head.weight", "output.weight", &[vocab, d])?;
+    }
+    if let Some(freqs) = cfg.llama3_rope_freqs() {
+        let bytes = bytemuck::cast_slice(&freqs).to_vec();
+        c.owned(
+            "rope_freqs.weight".into(),
+            vec![freqs.len() as u64],
+            GgmlType::F32,
+            bytes,
+        );
     }
     for l in 0..cfg.num_hidden_layers as usize {
         let p = format!("model.layers.{l}.");
         let g = |s: &str| format!("blk.{l}.{s}");
+        let has = |name: &str| st.get(&format!("{p}{name}")).is_some();
         c.direct(
             &format!("{p}input_layernorm.weight"),
             &g("attn_norm.weight"),
@@ -286,35 +340,76 @@ pub fn gguf_tensors(
         )?;
         c.direct(
             &format!("{p}post_attention_layernorm.weight"),
-            &g("post_attention_norm.weight"),
+            &g(if gpt_oss {
+                "post_attention_norm.weight"
+            } else {
+                "ffn_norm.weight"
+            }),
             &[d],
         )?;
-        for (hf, gg, rows) in [
-            ("q_proj", "attn_q", q),
-            ("k_proj", "attn_k", kv),
-            ("v_proj", "attn_v", kv),
+        for (hf, gg, rows, n_head) in [
+            ("q_proj", "attn_q", q, heads),
+            ("k_proj", "attn_k", kv, kv_heads),
+            ("v_proj", "attn_v", kv, 0),
         ] {
-            c.direct(
-                &format!("{p}self_attn.{hf}.weight"),
-                &g(&format!("{gg}.weight")),
-                &[rows, d],
-            )?;
-            c.direct(
-                &format!("{p}self_attn.{hf}.bias"),
-                &g(&format!("{gg}.bias")),
-                &[rows],
-            )?;
+            let (w, b) = (
+                format!("{p}self_attn.{hf}.weight"),
+                format!("{p}self_attn.{hf}.bias"),
+            );
+            let (gw, gb) = (g(&format!("{gg}.weight")), g(&format!("{gg}.bias")));
+            let biased = gpt_oss || has(&format!("self_attn.{hf}.bias"));
+            // llama's RoPE pairs are interleaved in GGUF: permute q and k.
+            if arch == "llama" && n_head > 0 {
+                c.permuted(&w, &gw, n_head, &[rows, d])?;
+                if biased {
+                    c.permuted(&b, &gb, n_head, &[rows])?;
+                }
+            } else {
+                c.direct(&w, &gw, &[rows, d])?;
+                if biased {
+                    c.direct(&b, &gb, &[rows])?;
+                }
+            }
         }
         c.direct(
             &format!("{p}self_attn.o_proj.weight"),
             &g("attn_output.weight"),
             &[d, q],
         )?;
-        c.direct(
-            &format!("{p}self_attn.o_proj.bias"),
-            &g("attn_output.bias"),
-            &[d],
-        )?;
+        if gpt_oss || has("self_attn.o_proj.bias") {
+            c.direct(
+                &format!("{p}self_attn.o_proj.bias"),
+                &g("attn_output.bias"),
+                &[d],
+            )?;
+        }
+        if arch == "qwen3" {
+            c.direct(
+                &format!("{p}self_attn.q_norm.weight"),
+                &g("attn_q_norm.weight"),
+                &[hd],
+            )?;
+            c.direct(
+                &format!("{p}self_attn.k_norm.weight"),
+                &g("attn_k_norm.weight"),
+                &[hd],
+            )?;
+        }
+        if !gpt_oss {
+            for (hf, gg, shape) in [
+                ("gate_proj", "ffn_gate", [f, d]),
+                ("up_proj", "ffn_up", [f, d]),
+                ("down_proj", "ffn_down", [d, f]),
+            ] {
+                c.direct(
+                    &format!("{p}mlp.{hf}.weight"),
+                    &g(&format!("{gg}.weight")),
+                    &shape,
+                )?;
+            }
+            continue;
+        }
+        let e = cfg.num_local_experts.unwrap_or(0) as usize;
         c.direct(
             &format!("{p}self_attn.sinks"),
             &g("attn_sinks.weight"),

@@ -1,4 +1,5 @@
-//! HuggingFace model directories: `config.json` and `model.safetensors` (or
+//! HuggingFace model directories (llama, mistral, qwen2, qwen3, gpt-oss):
+//! `config.json` and `model.safetensors` (or
 //! `model.safetensors.index.json` and its shards), presented as a
 //! [`GgufFile`] with llama.cpp's metadata keys and tensor names, so the model
 //! description, the weight loader and `wgserve info` read a directory exactly
@@ -30,7 +31,7 @@ pub enum HfError {
     Invalid { path: PathBuf, message: String },
     #[error(
         "{}: model_type {model_type:?} is not supported from a HuggingFace directory; \
-         supported: gpt_oss (convert other models to GGUF with llama.cpp)",
+         supported: llama, mistral, qwen2, qwen3, gpt_oss (convert others to GGUF with llama.cpp)",
         .path.display()
     )]
     UnsupportedModel { path: PathBuf, model_type: String },
@@ -61,8 +62,14 @@ pub fn directory_layout(dir: &Path) -> Result<(Metadata, Vec<TensorInfo>), HfErr
     let metadata = config.gguf_metadata(dir)?;
     let tensors = if safetensors_dir::SafetensorsDir::present(dir) {
         safetensors_dir::SafetensorsDir::open(dir)?
-    } else {
+    } else if config.gguf_arch() == Some("gpt-oss") {
         safetensors_dir::SafetensorsDir::described(dir, convert::checkpoint_layout(&config))
+    } else {
+        return Err(HfError::Invalid {
+            path: dir.to_path_buf(),
+            message: "no safetensors here: a plan from config.json alone is only made for gpt-oss"
+                .into(),
+        });
     };
     let infos = convert::gguf_tensors(dir, &config, &tensors, true)?
         .into_iter()
