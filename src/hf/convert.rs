@@ -120,7 +120,7 @@ impl Converter<'_> {
         let rows = shape[0];
         let row_bytes = shape.get(1).copied().unwrap_or(1) * es;
         let hd = rows / n_head.max(1);
-        if n_head == 0 || rows % n_head != 0 || hd % 2 != 0 {
+        if n_head == 0 || !rows.is_multiple_of(n_head) || !hd.is_multiple_of(2) {
             return Err(self.invalid(
                 &t,
                 hf,
