@@ -438,10 +438,9 @@ fn write_hf_dir(gguf: &std::path::Path, dir: &std::path::Path, spec: &Spec) {
         assert_eq!(info.ggml_type, GgmlType::F32, "F32 models only");
         let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
         let mut bytes = f.tensor_bytes(info).to_vec();
-        if n_head > 0 {
+        if let Some(hd) = shape[0].checked_div(n_head) {
             // GGUF row (head, 2j + i) is HF row (head, i * hd / 2 + j).
             let row = bytes.len() / shape[0];
-            let hd = shape[0] / n_head;
             let src = bytes.clone();
             for h in 0..n_head {
                 for j in 0..hd / 2 {
