@@ -331,4 +331,15 @@ fn a_saved_tokenizer_json_loads_and_encodes_the_same() {
 
     let missing = Tokenizer::from_file(&dir.path().join("nope.json")).unwrap_err();
     assert!(matches!(missing, TokenizerError::Load { .. }), "{missing}");
+
+    // A template in its own file (newer checkpoints) is found too.
+    let config = serde_json::json!({"eos_token": "<|im_end|>"});
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ messages[0].content }}",
+    )
+    .unwrap();
+    let loaded = Tokenizer::from_file(&json_path).unwrap();
+    assert_eq!(loaded.chat_template(), Some("{{ messages[0].content }}"));
 }

@@ -453,7 +453,7 @@ impl Tokenizer {
 
     /// Loads a HuggingFace `tokenizer.json`. A `tokenizer_config.json` in the
     /// same folder, when present, supplies the BOS/EOS tokens and the chat
-    /// template. BOS is added by the tokenizer.json's own post-processor.
+    /// template (else `chat_template.jinja` does). BOS is added by the tokenizer.json's own post-processor.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         let load_err = |message: String| TokenizerError::Load {
             path: path.to_path_buf(),
@@ -528,6 +528,11 @@ impl Tokenizer {
                     .and_then(|e| e.get("template")?.as_str().map(str::to_owned)),
                 _ => None,
             });
+        // Newer checkpoints ship the template as its own file.
+        let chat_template = chat_template.or_else(|| {
+            let p = path.parent()?.join("chat_template.jinja");
+            std::fs::read_to_string(p).ok()
+        });
         let stop_ids = stop_ids(&tokens, &types, eos_id);
         Ok(Tokenizer {
             inner,
