@@ -125,3 +125,92 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
 }
+
+// ---- Lanes variant, for GPUs ----
+//
+// TPR invocations share each output row: lane l takes the row's units
+// l, l + TPR, ... (a vec4 accumulator per lane), and lane 0 adds the TPR lane
+// totals in lane order, so neighbouring invocations read neighbouring
+// weight units (coalesced loads) instead of one row each. The order of the
+// reduction depends only on the row, so results stay batch invariant. A
+// workgroup holds WG / TPR rows. Barriers sit in uniform control flow:
+// routing decisions (read from storage) only select what is computed.
+
+override TPR: u32 = 32u;
+
+const MAX_WG: u32 = 256u;
+
+var<workgroup> lane_sums: array<f32, MAX_WG>;
+
+// Lane `lane`'s share of one expert row's dot product with one input row.
+fn lane_dot(e: u32, n: u32, xrow: u32, lane: u32) -> f32 {
+    let w0 = ((e - params.e0) * params.rows + n) * params.upr;
+    let x0 = xrow * params.k4;
+    var s = vec4<f32>(0.0);
+    for (var j = lane; j < params.upr; j += TPR) {
+        let w = dequant_unit(w0 + j);
+        for (var i = 0u; i < UNIT_V4; i++) {
+            s = fma(w[i], x[x0 + j * UNIT_V4 + i], s);
+        }
+    }
+    return hsum(s);
+}
+
+// The lanes' totals of the row owned by `group` (lane 0 calls it after the
+// barrier), in lane order, plus the bias.
+fn row_total(group: u32, e: u32, n: u32) -> f32 {
+    var t = 0.0;
+    for (var l = 0u; l < TPR; l++) {
+        t = t + lane_sums[group * TPR + l];
+    }
+    if ((params.flags & 4u) != 0u) {
+        t = t + bias[e * params.rows + n];
+    }
+    return t;
+}
+
+@compute @workgroup_size(WG)
+fn main_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let group = lid / TPR;
+    let lane = lid % TPR;
+    let n = wid.x * (WG / TPR) + group;
+    let row_ok = n < params.rows;
+    if ((params.flags & 2u) == 0u) {
+        let p = wid.y;
+        let m = p / params.k_used;
+        let e = ids[min(p, arrayLength(&ids) - 1u)];
+        let on = row_ok && m < params.m && e >= params.e0 && e < params.e1;
+        var part = 0.0;
+        if (on) {
+            part = lane_dot(e, n, x_row(m, p % params.k_used), lane);
+        }
+        lane_sums[lid] = part;
+        workgroupBarrier();
+        if (on && lane == 0u) {
+            y[p * params.rows + n] = row_total(group, e, n);
+        }
+    } else {
+        let m = wid.y;
+        var total = 0.0;
+        var any = false;
+        for (var s = 0u; s < params.k_used; s++) {
+            let p = m * params.k_used + s;
+            let e = ids[min(p, arrayLength(&ids) - 1u)];
+            let on = row_ok && m < params.m && e >= params.e0 && e < params.e1;
+            var part = 0.0;
+            if (on) {
+                part = lane_dot(e, n, x_row(m, s), lane);
+            }
+            workgroupBarrier();
+            lane_sums[lid] = part;
+            workgroupBarrier();
+            if (on && lane == 0u) {
+                total = total + weights[p] * row_total(group, e, n);
+                any = true;
+            }
+        }
+        if (any) {
+            y[m * params.rows + n] = y[m * params.rows + n] + total;
+        }
+    }
+}

@@ -253,19 +253,45 @@ pub enum MoeOutput {
 pub struct MoeMatmul {
     ty: GgmlType,
     pipeline: wgpu::ComputePipeline,
+    /// Output rows per workgroup.
+    rows_per_group: u32,
     /// Bound as the bias when there is none.
     dummy: wgpu::Buffer,
 }
 
 impl MoeMatmul {
+    /// The variant for this device: on a GPU a warp's worth of lanes per
+    /// output row (coalesced weight loads), on a CPU driver one invocation
+    /// per row (every load is issued per lane there; see `matmul.rs`).
     pub fn new(ctx: &GpuContext, ty: GgmlType) -> Result<Self, GpuError> {
-        let label = format!("moe_matmul {ty}");
+        if ctx.info.device_type == wgpu::DeviceType::Cpu {
+            Self::with_lanes(ctx, ty, MATMUL_WG, 1)
+        } else {
+            Self::with_lanes(ctx, ty, 128, 32)
+        }
+    }
+
+    /// `tpr` invocations per output row in workgroups of `wg` (`tpr` 1:
+    /// the row-per-invocation kernel).
+    pub fn with_lanes(ctx: &GpuContext, ty: GgmlType, wg: u32, tpr: u32) -> Result<Self, GpuError> {
+        if !(1..=256).contains(&wg) || tpr == 0 || !wg.is_multiple_of(tpr) {
+            return Err(bad_call(
+                "moe_matmul",
+                format!("wg {wg}, tpr {tpr}: need 1 <= wg <= 256 and tpr dividing wg"),
+            ));
+        }
+        let label = format!("moe_matmul {ty} tpr {tpr}");
         let module = ctx.shader_module(&label, &splice_dequant(MATMUL, ty))?;
-        let pipeline =
-            ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(MATMUL_WG))])?;
+        let pipeline = if tpr == 1 {
+            ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(wg))])?
+        } else {
+            let consts = [("WG", f64::from(wg)), ("TPR", f64::from(tpr))];
+            ctx.compute_pipeline(&label, &module, "main_lanes", &consts)?
+        };
         Ok(Self {
             ty,
             pipeline,
+            rows_per_group: wg / tpr,
             dummy: ctx.storage("moe_matmul no bias", 16)?,
         })
     }
@@ -330,7 +356,7 @@ impl MoeMatmul {
         }
         let grid_y = if out == MoeOutput::PerSlot { m * s } else { m };
         let max = u64::from(ctx.caps.max_workgroups_per_dim.max(1));
-        let gx = u64::from(w.rows).div_ceil(u64::from(MATMUL_WG));
+        let gx = u64::from(w.rows).div_ceil(u64::from(self.rows_per_group));
         if grid_y > max || gx > max {
             return fail(format!(
                 "{grid_y} rows of {gx} tiles exceed one dispatch ({max} per dimension); split the batch"
@@ -474,6 +500,8 @@ mod tests {
         bias: Vec<f32>,
         ids: Vec<u32>,
         weights: Vec<f32>,
+        /// `Some((wg, tpr))`: that variant instead of the device's default.
+        lanes: Option<(u32, u32)>,
     }
 
     impl Case {
@@ -506,6 +534,7 @@ mod tests {
                 bias,
                 ids,
                 weights,
+                lanes: None,
             }
         }
 
@@ -527,7 +556,10 @@ mod tests {
             out: MoeOutput,
         ) -> Vec<f32> {
             let ctx = ctx();
-            let mm = MoeMatmul::new(ctx, self.ty).unwrap();
+            let mm = match self.lanes {
+                Some((wg, tpr)) => MoeMatmul::with_lanes(ctx, self.ty, wg, tpr).unwrap(),
+                None => MoeMatmul::new(ctx, self.ty).unwrap(),
+            };
             let xb = ctx.storage_from("x", x).unwrap();
             let yb = ctx.storage_from("y", &y0).unwrap();
             let bb = ctx.storage_from("bias", &self.bias).unwrap();
@@ -565,9 +597,22 @@ mod tests {
     }
 
     fn check_k(ty: GgmlType, k: usize, group_limit: Option<u64>, seed: u64) {
+        check_variant(ty, k, group_limit, seed, None);
+    }
+
+    fn check_variant(
+        ty: GgmlType,
+        k: usize,
+        group_limit: Option<u64>,
+        seed: u64,
+        lanes: Option<(u32, u32)>,
+    ) {
         let ctx = ctx();
         let (m, s, e, n) = (13, 2, 5, 37);
-        let c = Case::new(ty, m, s, e, n, k, seed);
+        let c = Case {
+            lanes,
+            ..Case::new(ty, m, s, e, n, k, seed)
+        };
         let dims = [k, n, e];
         let stack = match group_limit {
             Some(l) => ExpertStack::upload_with_limit(ctx, "w", ty, dims, &c.bytes, l).unwrap(),
@@ -655,8 +700,39 @@ mod tests {
     /// A token's output rows are bitwise the same alone and inside a batch.
     #[test]
     fn moe_matmul_is_batch_invariant() {
+        for lanes in [None, Some((128, 32)), Some((64, 4))] {
+            batch_invariant(lanes);
+        }
+    }
+
+    /// The GPU variant (lanes per row), run here on the CPU driver: every
+    /// lane split, including a workgroup of partial rows (37 rows) and
+    /// expert groups split over buffers, gives the reference's values.
+    #[test]
+    fn moe_matmul_lanes_variant() {
+        for (i, lanes) in [(128, 32), (64, 4), (8, 8), (32, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 60 + 3 * i as u64;
+            check_variant(GgmlType::MXFP4, 96, None, seed, Some(lanes));
+            check_variant(GgmlType::Q4K, 256, None, seed + 1, Some(lanes));
+            check_variant(
+                GgmlType::F32,
+                96,
+                Some(2 * 14208 + 64),
+                seed + 2,
+                Some(lanes),
+            );
+        }
+    }
+
+    fn batch_invariant(lanes: Option<(u32, u32)>) {
         let (m, s, e, n, k) = (9, 2, 4, 40, 64);
-        let c = Case::new(GgmlType::MXFP4, m, s, e, n, k, 21);
+        let c = Case {
+            lanes,
+            ..Case::new(GgmlType::MXFP4, m, s, e, n, k, 21)
+        };
         let stack = ExpertStack::upload(ctx(), "w", c.ty, [k, n, e], &c.bytes).unwrap();
         let xs = random_f32(&mut rng(22), m * s * k, 1.0);
         let y0 = random_f32(&mut rng(23), m * n, 1.0);
