@@ -258,11 +258,19 @@ fn load_shards_of(
         )));
     }
     let pool_tokens = num_blocks as usize * cfg.block_size as usize;
-    let max_model_len = cfg
+    let wanted_len = cfg
         .max_model_len
         .unwrap_or(spec.context_length)
-        .min(spec.context_length)
-        .min(pool_tokens);
+        .min(spec.context_length);
+    let max_model_len = wanted_len.min(pool_tokens);
+    if max_model_len < wanted_len {
+        tracing::warn!(
+            "the KV cache budget ({} MiB per shard) holds {pool_tokens} tokens, fewer than the \
+             {wanted_len}-token context asked for: the context is {max_model_len} tokens. Raise \
+             kv_memory_mib (`wgserve plan` shows what fits) or lower max_model_len.",
+            cfg.kv_memory_bytes >> 20
+        );
+    }
     let limits = ShardLimits {
         max_tokens: cfg.max_num_batched_tokens,
         max_samples: cfg.max_num_seqs,

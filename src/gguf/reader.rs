@@ -106,20 +106,48 @@ impl Storage {
 }
 
 /// Where an assembled tensor's bytes are: a range of a shared memory map
-/// (another file format's data, used in place) or bytes converted in memory.
+/// (another file format's data, used in place), bytes in memory, or a
+/// conversion run when the tensor is read (so a model's converted tensors
+/// never all sit in host memory at once: the loader reads each once).
 pub enum TensorData {
     Mapped {
         map: std::sync::Arc<memmap2::Mmap>,
         range: std::ops::Range<usize>,
     },
     Owned(Vec<u8>),
+    Lazy {
+        len: usize,
+        make: Box<dyn Fn() -> Vec<u8> + Send + Sync>,
+    },
 }
 
 impl TensorData {
-    pub fn bytes(&self) -> &[u8] {
+    pub fn len(&self) -> usize {
         match self {
-            TensorData::Mapped { map, range } => &map[range.clone()],
-            TensorData::Owned(v) => v,
+            TensorData::Mapped { range, .. } => range.len(),
+            TensorData::Owned(v) => v.len(),
+            TensorData::Lazy { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes; a lazy tensor is converted now (and again on every call).
+    pub fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            TensorData::Mapped { map, range } => std::borrow::Cow::Borrowed(&map[range.clone()]),
+            TensorData::Owned(v) => std::borrow::Cow::Borrowed(v),
+            TensorData::Lazy { make, len } => {
+                let v = make();
+                assert_eq!(
+                    v.len(),
+                    *len,
+                    "a lazy tensor made the wrong number of bytes"
+                );
+                std::borrow::Cow::Owned(v)
+            }
         }
     }
 }
@@ -192,13 +220,13 @@ impl GgufFile {
                 offset: i as u64,
             };
             let whole = info.row_len().is_multiple_of(ggml_type.block_elems());
-            if !whole || info.n_bytes() != data.bytes().len() as u64 {
+            if !whole || info.n_bytes() != data.len() as u64 {
                 return Err(GgufError::BadTensor {
                     path,
                     reason: format!(
                         "{ggml_type} {:?} has {} bytes of data, expected {}",
                         info.dims,
-                        data.bytes().len(),
+                        data.len(),
                         info.n_bytes()
                     ),
                     tensor: name,
@@ -266,13 +294,15 @@ impl GgufFile {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The tensor's raw bytes, a slice of the memory map (no copy). The slice
-    /// starts at the file's alignment, but do not assume more than that (it
-    /// may be 1): use `bytemuck::pod_read_unaligned`-style reads or copy.
+    /// The tensor's raw bytes: a slice of the memory map (no copy), or, for
+    /// a tensor an assembled model converts on reading, the converted bytes.
+    /// The slice starts at the file's alignment, but do not assume more than
+    /// that (it may be 1): use `bytemuck::pod_read_unaligned`-style reads or
+    /// copy.
     ///
     /// Panics if `info` is not one of this file's [`GgufFile::tensors`]
     /// (those were bounds-checked at open; an arbitrary one was not).
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> std::borrow::Cow<'_, [u8]> {
         if let Storage::Parts(parts) = &self.storage {
             // An assembled tensor's `offset` is its part's index.
             match self.index.get(&info.name) {
@@ -288,7 +318,7 @@ impl GgufFile {
             .and_then(|start| Some(start..start.checked_add(info.n_bytes())?))
             .and_then(|r| Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?));
         match range.and_then(|r| self.storage.bytes().get(r)) {
-            Some(bytes) => bytes,
+            Some(bytes) => std::borrow::Cow::Borrowed(bytes),
             None => panic!(
                 "tensor_bytes: `{}` is not a tensor of {}",
                 info.name,
@@ -307,7 +337,7 @@ impl GgufFile {
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>, GgufError> {
         let info = self.tensor(name)?;
         let mut out = vec![0f32; info.n_elems() as usize];
-        super::quant::dequantize(info.ggml_type, self.tensor_bytes(info), &mut out);
+        super::quant::dequantize(info.ggml_type, &self.tensor_bytes(info), &mut out);
         Ok(out)
     }
 }

@@ -45,9 +45,6 @@ fn float_type(dtype: Dtype) -> Option<(GgmlType, usize)> {
 struct Converter<'a> {
     dir: &'a Path,
     st: &'a SafetensorsDir,
-    /// Names, shapes and types only: no bytes are read or converted (the
-    /// tensors' data is then empty).
-    layout_only: bool,
     out: Vec<GgufTensor>,
     used: Vec<String>,
 }
@@ -93,14 +90,31 @@ impl Converter<'_> {
         let (ty, _) = self.float(&t, hf)?;
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
         let data = match &t.map {
-            Some(map) if !self.layout_only => TensorData::Mapped {
+            Some(map) => TensorData::Mapped {
                 map: map.clone(),
                 range: t.range.clone(),
             },
-            _ => TensorData::Owned(Vec::new()),
+            // Described only (a plan): no data.
+            None => TensorData::Owned(Vec::new()),
         };
         self.out.push((gguf.to_string(), dims, ty, data));
         Ok(())
+    }
+
+    /// A tensor converted when it is read: `make` runs on the source bytes.
+    fn lazy(
+        &mut self,
+        gguf: String,
+        dims: Vec<u64>,
+        ty: GgmlType,
+        src: StTensor,
+        make: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
+    ) {
+        let n: u64 = dims.iter().product();
+        let len = (n / ty.block_elems() as u64 * ty.block_bytes() as u64) as usize;
+        let make = Box::new(move || make(src.bytes()));
+        self.out
+            .push((gguf, dims, ty, TensorData::Lazy { len, make }));
     }
 
     /// A llama q or k projection (or its bias), rows reordered from HF's
@@ -128,10 +142,8 @@ impl Converter<'_> {
             ));
         }
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
-        let mut out = Vec::new();
-        if !self.layout_only {
-            let src = t.bytes();
-            out.reserve(src.len());
+        self.lazy(gguf.to_string(), dims, ty, t, move |src| {
+            let mut out = Vec::with_capacity(src.len());
             for h in 0..n_head {
                 for j in 0..hd / 2 {
                     for i in 0..2 {
@@ -140,13 +152,9 @@ impl Converter<'_> {
                     }
                 }
             }
-        }
-        self.owned(gguf.to_string(), dims, ty, out);
+            out
+        });
         Ok(())
-    }
-
-    fn owned(&mut self, gguf: String, dims: Vec<u64>, ty: GgmlType, bytes: Vec<u8>) {
-        self.out.push((gguf, dims, ty, TensorData::Owned(bytes)));
     }
 
     /// `[E][2f]` interleaved biases to gate `[E][f]` and up `[E][f]`.
@@ -154,23 +162,16 @@ impl Converter<'_> {
         let t = self.get(hf)?;
         self.check_shape(&t, hf, &[e, 2 * f])?;
         let (ty, es) = self.float(&t, hf)?;
-        let src = t.bytes();
-        let (mut gate, mut up) = (
-            Vec::with_capacity(e * f * es),
-            Vec::with_capacity(e * f * es),
-        );
-        for pair in src.chunks_exact(2 * es) {
-            gate.extend_from_slice(&pair[..es]);
-            up.extend_from_slice(&pair[es..]);
-        }
         let dims = vec![f as u64, e as u64];
-        self.owned(
-            format!("blk.{l}.ffn_gate_exps.bias"),
-            dims.clone(),
-            ty,
-            gate,
-        );
-        self.owned(format!("blk.{l}.ffn_up_exps.bias"), dims, ty, up);
+        for (k, name) in [(0, "gate"), (1, "up")] {
+            let gguf = format!("blk.{l}.ffn_{name}_exps.bias");
+            self.lazy(gguf, dims.clone(), ty, t.clone(), move |src| {
+                src.chunks_exact(2 * es)
+                    .flat_map(|pair| &pair[k * es..(k + 1) * es])
+                    .copied()
+                    .collect()
+            });
+        }
         Ok(())
     }
 
@@ -188,65 +189,63 @@ impl Converter<'_> {
         let t = self.get(&name)?;
         self.check_shape(&t, &name, &[e, d, 2 * f])?;
         let (ty, es) = self.float(&t, &name)?;
-        let src = t.bytes();
-        let size = if self.layout_only { 0 } else { e * f * d * es };
-        let mut gate = vec![0u8; size];
-        let mut up = vec![0u8; size];
-        for x in 0..if size == 0 { 0 } else { e } {
-            for k in 0..d {
-                for j in 0..f {
-                    let s = ((x * d + k) * 2 * f + 2 * j) * es;
-                    let o = ((x * f + j) * d + k) * es;
-                    gate[o..o + es].copy_from_slice(&src[s..s + es]);
-                    up[o..o + es].copy_from_slice(&src[s + es..s + 2 * es]);
-                }
-            }
-        }
         let dims = vec![d as u64, f as u64, e as u64];
-        self.owned(
-            format!("blk.{l}.ffn_gate_exps.weight"),
-            dims.clone(),
-            ty,
-            gate,
-        );
-        self.owned(format!("blk.{l}.ffn_up_exps.weight"), dims, ty, up);
+        for (half, which) in [(0, "gate"), (1, "up")] {
+            let gguf = format!("blk.{l}.ffn_{which}_exps.weight");
+            self.lazy(gguf, dims.clone(), ty, t.clone(), move |src| {
+                let mut out = vec![0u8; e * f * d * es];
+                for x in 0..e {
+                    for k in 0..d {
+                        for j in 0..f {
+                            let s = ((x * d + k) * 2 * f + 2 * j + half) * es;
+                            let o = ((x * f + j) * d + k) * es;
+                            out[o..o + es].copy_from_slice(&src[s..s + es]);
+                        }
+                    }
+                }
+                out
+            });
+        }
 
         let name = format!("{p}down_proj");
         let t = self.get(&name)?;
         self.check_shape(&t, &name, &[e, f, d])?;
         let (ty, es) = self.float(&t, &name)?;
-        let src = t.bytes();
-        let size = if self.layout_only { 0 } else { e * d * f * es };
-        let mut down = vec![0u8; size];
-        for x in 0..if size == 0 { 0 } else { e } {
-            for k in 0..f {
-                for i in 0..d {
-                    let s = ((x * f + k) * d + i) * es;
-                    let o = ((x * d + i) * f + k) * es;
-                    down[o..o + es].copy_from_slice(&src[s..s + es]);
-                }
-            }
-        }
-        self.owned(
+        let dims = vec![f as u64, d as u64, e as u64];
+        self.lazy(
             format!("blk.{l}.ffn_down_exps.weight"),
-            vec![f as u64, d as u64, e as u64],
+            dims,
             ty,
-            down,
+            t,
+            move |src| {
+                let mut out = vec![0u8; e * d * f * es];
+                for x in 0..e {
+                    for k in 0..f {
+                        for i in 0..d {
+                            let s = ((x * f + k) * d + i) * es;
+                            let o = ((x * d + i) * f + k) * es;
+                            out[o..o + es].copy_from_slice(&src[s..s + es]);
+                        }
+                    }
+                }
+                out
+            },
         );
         Ok(())
     }
 
     /// The `*_blocks`/`*_scales` pair of an MXFP4 expert stack `[E][rows][cols]`
-    /// as `n_out` GGUF MXFP4 stacks: rows interleaved `n_out` ways (gate/up:
-    /// 2; down: 1) are split, stack `k` taking rows `k, k + n_out, ...`.
+    /// as GGUF MXFP4 stacks named `outputs`: rows interleaved
+    /// `outputs.len()` ways (gate/up: 2; down: 1) are split, stack `k`
+    /// taking rows `k, k + n, ...`.
     fn mxfp4_stacks(
         &mut self,
         base: &str,
         e: usize,
         rows: usize,
         cols: usize,
-        n_out: usize,
-    ) -> Result<Vec<Vec<u8>>, HfError> {
+        outputs: &[String],
+    ) -> Result<(), HfError> {
         let (bn, sn) = (format!("{base}_blocks"), format!("{base}_scales"));
         let blocks = self.get(&bn)?;
         let scales = self.get(&sn)?;
@@ -265,24 +264,35 @@ impl Converter<'_> {
                 return Err(self.invalid(t, n, format!("dtype {:?}, expected U8", t.dtype)));
             }
         }
-        let (qb, sb) = (blocks.bytes(), scales.bytes());
-        let block_bytes = GgmlType::MXFP4.block_bytes();
-        let n_experts = if self.layout_only { 0 } else { e };
-        let mut stacks =
-            vec![Vec::with_capacity(n_experts * rows / n_out * nb * block_bytes); n_out];
-        for x in 0..n_experts {
-            for r in 0..rows {
-                let out = &mut stacks[r % n_out];
-                for b in 0..nb {
-                    let blk = (x * rows + r) * nb + b;
-                    out.push(sb[blk]);
-                    let q = &qb[blk * 16..blk * 16 + 16];
-                    let nib = |i: usize| (q[i / 2] >> (4 * (i % 2))) & 0xF;
-                    out.extend((0..16).map(|j| nib(j) | (nib(j + 16) << 4)));
-                }
-            }
+        let n_out = outputs.len();
+        let dims = vec![cols as u64, (rows / n_out) as u64, e as u64];
+        for (k, gguf) in outputs.iter().enumerate() {
+            let scales = scales.clone();
+            self.lazy(
+                gguf.clone(),
+                dims.clone(),
+                GgmlType::MXFP4,
+                blocks.clone(),
+                move |qb| {
+                    let sb = scales.bytes();
+                    let block_bytes = GgmlType::MXFP4.block_bytes();
+                    let mut out = Vec::with_capacity(e * rows / n_out * nb * block_bytes);
+                    for x in 0..e {
+                        for r in (k..rows).step_by(n_out) {
+                            for b in 0..nb {
+                                let blk = (x * rows + r) * nb + b;
+                                out.push(sb[blk]);
+                                let q = &qb[blk * 16..blk * 16 + 16];
+                                let nib = |i: usize| (q[i / 2] >> (4 * (i % 2))) & 0xF;
+                                out.extend((0..16).map(|j| nib(j) | (nib(j + 16) << 4)));
+                            }
+                        }
+                    }
+                    out
+                },
+            );
         }
-        Ok(stacks)
+        Ok(())
     }
 }
 
@@ -291,12 +301,10 @@ pub fn gguf_tensors(
     dir: &Path,
     cfg: &HfConfig,
     st: &SafetensorsDir,
-    layout_only: bool,
 ) -> Result<Vec<GgufTensor>, HfError> {
     let mut c = Converter {
         dir,
         st,
-        layout_only,
         out: Vec::new(),
         used: Vec::new(),
     };
@@ -322,12 +330,10 @@ pub fn gguf_tensors(
     }
     if let Some(freqs) = cfg.llama3_rope_freqs() {
         let bytes = bytemuck::cast_slice(&freqs).to_vec();
-        c.owned(
-            "rope_freqs.weight".into(),
-            vec![freqs.len() as u64],
-            GgmlType::F32,
-            bytes,
-        );
+        let dims = vec![freqs.len() as u64];
+        let data = TensorData::Owned(bytes);
+        c.out
+            .push(("rope_freqs.weight".into(), dims, GgmlType::F32, data));
     }
     for l in 0..cfg.num_hidden_layers as usize {
         let p = format!("model.layers.{l}.");
@@ -428,23 +434,10 @@ pub fn gguf_tensors(
 
         let x = format!("{p}mlp.experts.");
         if st.get(&format!("{x}gate_up_proj_blocks")).is_some() {
-            let gu = c.mxfp4_stacks(&format!("{x}gate_up_proj"), e, 2 * f, d, 2)?;
-            let [gate, up]: [Vec<u8>; 2] = gu.try_into().expect("two stacks");
-            let dims = vec![d as u64, f as u64, e as u64];
-            c.owned(
-                g("ffn_gate_exps.weight"),
-                dims.clone(),
-                GgmlType::MXFP4,
-                gate,
-            );
-            c.owned(g("ffn_up_exps.weight"), dims, GgmlType::MXFP4, up);
-            let mut down = c.mxfp4_stacks(&format!("{x}down_proj"), e, d, f, 1)?;
-            c.owned(
-                g("ffn_down_exps.weight"),
-                vec![f as u64, d as u64, e as u64],
-                GgmlType::MXFP4,
-                down.pop().expect("one stack"),
-            );
+            let gate_up = [g("ffn_gate_exps.weight"), g("ffn_up_exps.weight")];
+            c.mxfp4_stacks(&format!("{x}gate_up_proj"), e, 2 * f, d, &gate_up)?;
+            let down = [g("ffn_down_exps.weight")];
+            c.mxfp4_stacks(&format!("{x}down_proj"), e, d, f, &down)?;
         } else {
             c.float_experts(&x, l, e, d, f)?;
         }

@@ -49,7 +49,7 @@ pub fn open_dir(dir: &Path) -> Result<GgufFile, HfError> {
     let config = HfConfig::read(dir)?;
     let tensors = safetensors_dir::SafetensorsDir::open(dir)?;
     let metadata = config.gguf_metadata(dir)?;
-    let converted = convert::gguf_tensors(dir, &config, &tensors, false)?;
+    let converted = convert::gguf_tensors(dir, &config, &tensors)?;
     Ok(GgufFile::assemble(dir, metadata, converted)?)
 }
 
@@ -71,7 +71,7 @@ pub fn directory_layout(dir: &Path) -> Result<(Metadata, Vec<TensorInfo>), HfErr
                 .into(),
         });
     };
-    let infos = convert::gguf_tensors(dir, &config, &tensors, true)?
+    let infos = convert::gguf_tensors(dir, &config, &tensors)?
         .into_iter()
         .map(|(name, dims, ggml_type, _)| TensorInfo {
             name,

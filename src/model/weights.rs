@@ -157,7 +157,7 @@ impl Loader<'_> {
             name,
             info.ggml_type,
             [cols, rows],
-            bytes,
+            &bytes,
         )?)
     }
 
@@ -173,7 +173,7 @@ impl Loader<'_> {
             });
         }
         let mut v = vec![0f32; len];
-        quant::dequantize(info.ggml_type, self.file.tensor_bytes(info), &mut v);
+        quant::dequantize(info.ggml_type, &self.file.tensor_bytes(info), &mut v);
         Ok(self.ctx.storage_from(name, &v)?)
     }
 
@@ -208,7 +208,7 @@ impl Loader<'_> {
             name,
             info.ggml_type,
             [cols, rows, n_experts],
-            self.file.tensor_bytes(info),
+            &self.file.tensor_bytes(info),
         )?)
     }
 
