@@ -38,22 +38,29 @@ fn byte_level_char(b: u8) -> char {
 }
 
 fn tokenizer() -> Tokenizer {
+    byte_vocab(&["<|im_end|>"], EOS)
+}
+
+/// A byte-level BPE vocabulary: the 256 bytes (ids 0..256), then `specials`
+/// as control tokens, EOS at `eos`.
+fn byte_vocab(specials: &[&str], eos: u32) -> Tokenizer {
     let mut tokens: Vec<String> = (0..=255u8)
         .map(|b| byte_level_char(b).to_string())
         .collect();
-    tokens.push("<|im_end|>".into());
+    tokens.extend(specials.iter().map(|s| s.to_string()));
     // The loader wants at least one merge: two control bytes no test sends.
     let (c0, c1) = (byte_level_char(0), byte_level_char(1));
     tokens.push(format!("{c0}{c1}"));
     let mut types = vec![1; 256];
-    types.extend([3, 1]);
+    types.extend(specials.iter().map(|_| 3));
+    types.push(1);
     Tokenizer::from_vocab(GgufVocab {
         model: "gpt2".into(),
         pre: Some("gpt2".into()),
         tokens,
         token_types: types,
         merges: vec![format!("{c0} {c1}")],
-        eos_id: Some(EOS),
+        eos_id: Some(eos),
         ..GgufVocab::default()
     })
     .expect("the byte-level test vocabulary builds")
@@ -460,9 +467,6 @@ async fn logprobs_come_with_each_token() {
 
 /// The byte-level test vocabulary plus harmony's markup as control tokens.
 fn harmony_tokenizer() -> Tokenizer {
-    let mut tokens: Vec<String> = (0..=255u8)
-        .map(|b| byte_level_char(b).to_string())
-        .collect();
     let specials = [
         "<|start|>",
         "<|end|>",
@@ -472,22 +476,7 @@ fn harmony_tokenizer() -> Tokenizer {
         "<|call|>",
         "<|constrain|>",
     ];
-    tokens.extend(specials.iter().map(|s| s.to_string()));
-    let (c0, c1) = (byte_level_char(0), byte_level_char(1));
-    tokens.push(format!("{c0}{c1}"));
-    let mut types = vec![1; 256];
-    types.extend(specials.iter().map(|_| 3));
-    types.push(1);
-    Tokenizer::from_vocab(GgufVocab {
-        model: "gpt2".into(),
-        pre: Some("gpt2".into()),
-        tokens,
-        token_types: types,
-        merges: vec![format!("{c0} {c1}")],
-        eos_id: Some(260),
-        ..GgufVocab::default()
-    })
-    .expect("the harmony test vocabulary builds")
+    byte_vocab(&specials, 260)
 }
 
 /// Stands in for the Scheduler: counts the stop requests it gets.

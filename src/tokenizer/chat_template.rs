@@ -270,11 +270,19 @@ impl serde_json::ser::Formatter for PythonCompact {
 /// and gpt-oss templates print today's date). Supports the conversions those
 /// templates use: `%Y %y %m %d %e %b %B %a %A %H %M %S %j %%`.
 fn strftime_now(format: String) -> Result<Value, Error> {
-    let secs = SystemTime::now()
+    strftime_utc(&format, unix_now()).map(Value::from)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    strftime_utc(&format, secs).map(Value::from)
+        .unwrap_or(0)
+}
+
+/// Today's date in UTC as `YYYY-MM-DD`.
+pub fn today_utc() -> String {
+    strftime_utc("%Y-%m-%d", unix_now()).expect("a fixed, valid format")
 }
 
 fn strftime_utc(format: &str, unix_secs: i64) -> Result<String, Error> {
