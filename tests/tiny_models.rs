@@ -392,6 +392,31 @@ fn tiny_llama_with_mixed_quant_types_matches_reference() {
     );
 }
 
+/// The low-bit K-quants of Q2_K and Q3_K_M files.
+#[test]
+fn tiny_llama_with_q2_k_and_q3_k_matches_reference() {
+    check(
+        Spec {
+            arch: "llama",
+            types: [
+                GgmlType::Q3K,
+                GgmlType::Q2K,
+                GgmlType::Q3K,
+                GgmlType::Q2K,
+                GgmlType::Q3K,
+                GgmlType::Q2K,
+                GgmlType::Q3K,
+            ],
+            embd: GgmlType::Q3K,
+            output: Some(GgmlType::Q2K),
+            bias: false,
+            rope_freqs: false,
+            qk_norm: false,
+        },
+        false,
+    );
+}
+
 #[test]
 fn tiny_qwen2_with_biases_neox_and_tied_output_matches_reference() {
     check(

@@ -106,7 +106,8 @@ pub enum GgufError {
     #[error(
         "{}: tensor `{tensor}` has GGML type id {type_id}, which wgserve does not support; \
          supported: F32 (0), F16 (1), Q4_0 (2), Q4_1 (3), Q5_0 (6), Q5_1 (7), Q8_0 (8), \
-         Q4_K (12), Q5_K (13), Q6_K (14), BF16 (30), MXFP4 (39); re-quantize the model to one of these",
+         Q2_K (10), Q3_K (11), Q4_K (12), Q5_K (13), Q6_K (14), BF16 (30), MXFP4 (39); \
+         re-quantize the model to one of these",
         .path.display()
     )]
     UnknownTensorType {

@@ -15,6 +15,10 @@ pub enum GgmlType {
     Q5_0,
     Q5_1,
     Q8_0,
+    /// 2-bit K-quant: 16 sub-blocks of 16 with 4-bit scales and mins.
+    Q2K,
+    /// 3-bit K-quant: 16 sub-blocks of 16 with signed 6-bit scales.
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -25,7 +29,7 @@ pub enum GgmlType {
 
 impl GgmlType {
     /// Every type this reader understands.
-    pub const ALL: [GgmlType; 12] = [
+    pub const ALL: [GgmlType; 14] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -33,6 +37,8 @@ impl GgmlType {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
@@ -50,6 +56,8 @@ impl GgmlType {
             6 => GgmlType::Q5_0,
             7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2K,
+            11 => GgmlType::Q3K,
             12 => GgmlType::Q4K,
             13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
@@ -68,6 +76,8 @@ impl GgmlType {
             GgmlType::Q5_0 => 6,
             GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q2K => 10,
+            GgmlType::Q3K => 11,
             GgmlType::Q4K => 12,
             GgmlType::Q5K => 13,
             GgmlType::Q6K => 14,
@@ -86,7 +96,7 @@ impl GgmlType {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::MXFP4 => 32,
-            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256,
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256,
         }
     }
 
@@ -100,6 +110,8 @@ impl GgmlType {
             GgmlType::Q5_0 => 22,
             GgmlType::Q5_1 => 24,
             GgmlType::Q8_0 => 34,
+            GgmlType::Q2K => 84,
+            GgmlType::Q3K => 110,
             GgmlType::Q4K => 144,
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
@@ -126,6 +138,8 @@ impl GgmlType {
             GgmlType::Q5_0 => "Q5_0",
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q2K => "Q2_K",
+            GgmlType::Q3K => "Q3_K",
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q5K => "Q5_K",
             GgmlType::Q6K => "Q6_K",
@@ -151,5 +165,8 @@ mod tests {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
         }
         assert_eq!(GgmlType::from_id(4), None); // Q4_2, removed from GGML
+        assert_eq!(GgmlType::from_id(9), None); // Q8_1, never stored in files
+        assert_eq!(GgmlType::from_id(10), Some(GgmlType::Q2K));
+        assert_eq!(GgmlType::from_id(11), Some(GgmlType::Q3K));
     }
 }

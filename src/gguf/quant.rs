@@ -73,6 +73,32 @@ pub struct BlockQ8_0 {
     pub qs: [i8; QK],
 }
 
+/// 256 values in 16 sub-blocks of 16, each with a 4-bit scale (low nibble of
+/// `scales[e/16]`) and a 4-bit min (high nibble): `value = d*sc*q - dmin*m`
+/// with 2-bit `q`. Within each half of 128 values (`n`), quarter `j` and lane
+/// `l` (`e = 128n + 32j + l`) take bits `2j..2j+2` of `qs[32n + l]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ2K {
+    pub scales: [u8; QK_K / 16],
+    pub qs: [u8; QK_K / 4],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+/// 256 values in 16 sub-blocks of 16 with 6-bit scales stored plus 32 (see
+/// [`get_scale_q3k`]): `value = d * (s - 32) * (q3 - 4)`. The low two bits of
+/// `q3` sit in `qs` as in [`BlockQ2K`]; its third bit is bit `e / 32` of
+/// `hmask[e % 32]` (GGML subtracts 4 where that bit is clear).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
 /// 256 values in 8 sub-blocks of 32, each with a 6-bit scale and min packed
 /// into `scales` (see [`get_scale_min_k4`]); `value = d*sc*q - dmin*m`.
 /// Bytes `qs[32g..32g+32]` hold elements `64g..64g+32` in their low nibbles
@@ -128,6 +154,8 @@ const _: () = assert!(size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(size_of::<BlockQ2K>() == 84);
+const _: () = assert!(size_of::<BlockQ3K>() == 110);
 const _: () = assert!(size_of::<BlockQ4K>() == 144);
 const _: () = assert!(size_of::<BlockQ5K>() == 176);
 const _: () = assert!(size_of::<BlockQ6K>() == 210);
@@ -168,6 +196,37 @@ pub fn pack_scale_min_k4(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
         s[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4);
     }
     s
+}
+
+/// The stored 6-bit scale `k` (0..16) of a Q3_K block, 0..64 (the value used
+/// is this minus 32): its low four bits are the low nibble of byte `k` (`k <
+/// 8`) or the high nibble of byte `k - 8`; its top two bits are bits `2(k /
+/// 4)..2(k / 4) + 2` of byte `8 + k % 4`.
+pub fn get_scale_q3k(k: usize, s: &[u8; 12]) -> u8 {
+    let lo = if k < 8 { s[k] & 0xF } else { s[k - 8] >> 4 };
+    let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    lo | (hi << 4)
+}
+
+/// The inverse of [`get_scale_q3k`] for sixteen 6-bit stored scales.
+pub fn pack_scales_q3k(sc: &[u8; 16]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for (k, &v) in sc.iter().enumerate() {
+        if k < 8 {
+            s[k] |= v & 0xF;
+        } else {
+            s[k - 8] |= (v & 0xF) << 4;
+        }
+        s[8 + k % 4] |= ((v >> 4) & 3) << (2 * (k / 4));
+    }
+    s
+}
+
+/// GGML's position of the 2-bit field of value `e` in a Q2_K/Q3_K `qs`
+/// array: (byte, shift).
+fn q2_pos(e: usize) -> (usize, usize) {
+    let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+    (32 * n + l, 2 * j)
 }
 
 /// One GGML block type: its layout and its reference (de)quantizer.
@@ -318,6 +377,97 @@ impl Block for BlockQ8_0 {
         Self {
             d: f16::from_f32(d),
             qs,
+        }
+    }
+}
+
+impl Block for BlockQ2K {
+    const TYPE: GgmlType = GgmlType::Q2K;
+    const ELEMS: usize = QK_K;
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for (e, o) in out.iter_mut().enumerate().take(QK_K) {
+            let sc = self.scales[e / 16];
+            let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+            let (byte, shift) = q2_pos(e);
+            let q = (self.qs[byte] >> shift) & 3;
+            *o = dl * q as f32 - ml;
+        }
+    }
+    fn quantize(x: &[f32]) -> Self {
+        let k = quantize_affine(x, 16, 15, 3);
+        let mut scales = [0u8; QK_K / 16];
+        for (i, s) in scales.iter_mut().enumerate() {
+            *s = k.sc[i] | (k.m[i] << 4);
+        }
+        let mut qs = [0u8; QK_K / 4];
+        for (e, &q) in k.q.iter().enumerate() {
+            let (byte, shift) = q2_pos(e);
+            qs[byte] |= q << shift;
+        }
+        Self {
+            scales,
+            qs,
+            d: k.d,
+            dmin: k.dmin,
+        }
+    }
+}
+
+impl Block for BlockQ3K {
+    const TYPE: GgmlType = GgmlType::Q3K;
+    const ELEMS: usize = QK_K;
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (e, o) in out.iter_mut().enumerate().take(QK_K) {
+            let dl = d * (get_scale_q3k(e / 16, &self.scales) as i32 - 32) as f32;
+            let (byte, shift) = q2_pos(e);
+            let lo = ((self.qs[byte] >> shift) & 3) as i32;
+            let high = (self.hmask[e % 32] >> (e / 32)) & 1 != 0;
+            let q = lo - if high { 0 } else { 4 };
+            *o = dl * q as f32;
+        }
+    }
+    fn quantize(x: &[f32]) -> Self {
+        // Symmetric per 16 values: the largest magnitude maps to +-3 (the
+        // grid is -4..=3), with non-negative scales 0..=31 (stored + 32).
+        let mut s = [0f32; 16];
+        for (i, si) in s.iter_mut().enumerate() {
+            let amax = x[16 * i..16 * i + 16]
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()));
+            *si = amax / 3.0;
+        }
+        let d = f16_at_least(s.iter().fold(0f32, |a, &v| a.max(v)) / 31.0);
+        let df = d.to_f32();
+        let mut sc = [0u8; 16];
+        for (i, sci) in sc.iter_mut().enumerate() {
+            let v = if df > 0.0 {
+                (s[i] / df).ceil().min(31.0) as u8
+            } else {
+                0
+            };
+            *sci = v + 32;
+        }
+        let mut hmask = [0u8; QK_K / 8];
+        let mut qs = [0u8; QK_K / 4];
+        for (e, &v) in x.iter().enumerate().take(QK_K) {
+            let step = df * (sc[e / 16] - 32) as f32;
+            let q = if step > 0.0 {
+                ((v / step).round() as i32).clamp(-4, 3)
+            } else {
+                0
+            };
+            let q = (q + 4) as u8;
+            let (byte, shift) = q2_pos(e);
+            qs[byte] |= (q & 3) << shift;
+            hmask[e % 32] |= (q >> 2) << (e / 32);
+        }
+        Self {
+            hmask,
+            qs,
+            scales: pack_scales_q3k(&sc),
+            d,
         }
     }
 }
@@ -519,48 +669,73 @@ struct KScales {
     q: [u8; QK_K],
 }
 
-/// Per sub-block min/max quantization with 6-bit scales and mins: the mins
-/// are rounded up (the grid starts at or below the data) and then the scales
-/// rounded up (the grid ends at or above it), so nothing clips by more than
-/// f16 rounding and every error is at most half a step.
+/// [`quantize_affine`] for Q4_K/Q5_K: 8 sub-blocks of 32, 6-bit scales and mins.
 fn quantize_k_scales(x: &[f32], qmax: u8) -> KScales {
-    let mut lo = [0f32; 8];
-    let mut hi = [0f32; 8];
-    for i in 0..8 {
-        let (mn, mx) = min_max(&x[32 * i..32 * i + 32]);
+    let a = quantize_affine(x, 32, 63, qmax);
+    KScales {
+        d: a.d,
+        dmin: a.dmin,
+        sc: a.sc.try_into().expect("8 sub-blocks"),
+        m: a.m.try_into().expect("8 sub-blocks"),
+        q: a.q.try_into().expect("256 values"),
+    }
+}
+
+/// Scales, mins (one per sub-block) and quants of one affine K-quant super-block.
+struct Affine {
+    d: f16,
+    dmin: f16,
+    sc: Vec<u8>,
+    m: Vec<u8>,
+    q: Vec<u8>,
+}
+
+/// Per sub-block min/max quantization of a 256-value super-block into
+/// sub-blocks of `sub` values with scales and mins in `0..=smax` and quants
+/// in `0..=qmax` (`value = d*sc*q - dmin*m`): the mins are rounded up (the
+/// grid starts at or below the data) and then the scales rounded up (the
+/// grid ends at or above it), so nothing clips by more than f16 rounding and
+/// every error is at most half a step.
+fn quantize_affine(x: &[f32], sub: usize, smax: u8, qmax: u8) -> Affine {
+    let n_sub = QK_K / sub;
+    let smaxf = f32::from(smax);
+    let mut lo = vec![0f32; n_sub];
+    let mut hi = vec![0f32; n_sub];
+    for i in 0..n_sub {
+        let (mn, mx) = min_max(&x[sub * i..sub * i + sub]);
         lo[i] = mn.min(0.0);
         hi[i] = mx.max(0.0);
     }
-    let dmin = f16_at_least(lo.iter().fold(0f32, |a, &v| a.max(-v)) / 63.0);
+    let dmin = f16_at_least(lo.iter().fold(0f32, |a, &v| a.max(-v)) / smaxf);
     let dminf = dmin.to_f32();
-    let mut m = [0u8; 8];
-    let mut range = [0f32; 8];
-    for i in 0..8 {
+    let mut m = vec![0u8; n_sub];
+    let mut range = vec![0f32; n_sub];
+    for i in 0..n_sub {
         m[i] = if dminf > 0.0 {
-            (-lo[i] / dminf).ceil().min(63.0) as u8
+            (-lo[i] / dminf).ceil().min(smaxf) as u8
         } else {
             0
         };
         range[i] = hi[i] + dminf * m[i] as f32;
     }
     let qmaxf = f32::from(qmax);
-    let d = f16_at_least(range.iter().fold(0f32, |a, &v| a.max(v)) / (qmaxf * 63.0));
+    let d = f16_at_least(range.iter().fold(0f32, |a, &v| a.max(v)) / (qmaxf * smaxf));
     let df = d.to_f32();
-    let mut sc = [0u8; 8];
-    for i in 0..8 {
+    let mut sc = vec![0u8; n_sub];
+    for i in 0..n_sub {
         sc[i] = if df > 0.0 {
-            (range[i] / (qmaxf * df)).ceil().min(63.0) as u8
+            (range[i] / (qmaxf * df)).ceil().min(smaxf) as u8
         } else {
             0
         };
     }
-    let mut q = [0u8; QK_K];
+    let mut q = vec![0u8; QK_K];
     for (e, qe) in q.iter_mut().enumerate() {
-        let i = e / 32;
+        let i = e / sub;
         let step = df * sc[i] as f32;
         *qe = round_q(x[e] + dminf * m[i] as f32, step, qmax);
     }
-    KScales { d, dmin, sc, m, q }
+    Affine { d, dmin, sc, m, q }
 }
 
 fn dequantize_blocks<B: Block>(bytes: &[u8], out: &mut [f32]) {
@@ -616,6 +791,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         GgmlType::Q5_0 => dequantize_blocks::<BlockQ5_0>(bytes, out),
         GgmlType::Q5_1 => dequantize_blocks::<BlockQ5_1>(bytes, out),
         GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>(bytes, out),
+        GgmlType::Q2K => dequantize_blocks::<BlockQ2K>(bytes, out),
+        GgmlType::Q3K => dequantize_blocks::<BlockQ3K>(bytes, out),
         GgmlType::Q4K => dequantize_blocks::<BlockQ4K>(bytes, out),
         GgmlType::Q5K => dequantize_blocks::<BlockQ5K>(bytes, out),
         GgmlType::Q6K => dequantize_blocks::<BlockQ6K>(bytes, out),
@@ -657,6 +834,8 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Vec<u8> {
         GgmlType::Q5_0 => quantize_blocks::<BlockQ5_0>(values),
         GgmlType::Q5_1 => quantize_blocks::<BlockQ5_1>(values),
         GgmlType::Q8_0 => quantize_blocks::<BlockQ8_0>(values),
+        GgmlType::Q2K => quantize_blocks::<BlockQ2K>(values),
+        GgmlType::Q3K => quantize_blocks::<BlockQ3K>(values),
         GgmlType::Q4K => quantize_blocks::<BlockQ4K>(values),
         GgmlType::Q5K => quantize_blocks::<BlockQ5K>(values),
         GgmlType::Q6K => quantize_blocks::<BlockQ6K>(values),
@@ -681,10 +860,14 @@ pub fn max_rel_error(ty: GgmlType) -> f32 {
         GgmlType::Q4_1 => 0.07,
         GgmlType::Q5_1 => 0.035,
         GgmlType::Q8_0 => 0.0045,
-        // Half a step of (range + dmin)/qmax, with the step rounded up to a 6-bit multiple.
+        // Half a step of (range + dmin)/qmax, with the step rounded up to a 6-bit multiple
+        // (Q2_K: 4-bit scales and mins, range <= (2 + 1/15) amax, step <= 16/45 range).
+        GgmlType::Q2K => 0.37,
         GgmlType::Q4K => 0.075,
         GgmlType::Q5K => 0.04,
         GgmlType::Q6K => 0.02,
+        // Half a step of amax/3 per 16 values, plus up to d = amax/93 from the 5-bit scale.
+        GgmlType::Q3K => 0.175,
         // e2m1 keeps 1 mantissa bit and GGML's exponent choice clips (6, 8) units to 6.
         GgmlType::MXFP4 => 0.25,
     }
@@ -711,6 +894,8 @@ mod tests {
             (GgmlType::Q5_0, size_of::<BlockQ5_0>()),
             (GgmlType::Q5_1, size_of::<BlockQ5_1>()),
             (GgmlType::Q8_0, size_of::<BlockQ8_0>()),
+            (GgmlType::Q2K, size_of::<BlockQ2K>()),
+            (GgmlType::Q3K, size_of::<BlockQ3K>()),
             (GgmlType::Q4K, size_of::<BlockQ4K>()),
             (GgmlType::Q5K, size_of::<BlockQ5K>()),
             (GgmlType::Q6K, size_of::<BlockQ6K>()),
@@ -884,6 +1069,120 @@ mod tests {
             let want = 0.5 * ((e / 16) as f32 - 8.0) * q_of_quarter[i] as f32;
             assert_eq!(v, want, "element {e}");
         }
+    }
+
+    #[test]
+    fn q2_k_known_block() {
+        // Sub-block k has scale k and min 15 - k; d = 0.5, dmin = 0.25.
+        let scales: [u8; 16] = std::array::from_fn(|k| k as u8 | ((15 - k as u8) << 4));
+        let mut qs = [0u8; 64];
+        // Byte l of each 32-byte half holds lane l of its four quarters in
+        // bit pairs 0, 2, 4, 6.
+        qs[0] = 0b11_10_01_00; // elements 0, 32, 64, 96 -> 0, 1, 2, 3
+        qs[32] = 0b00_01_10_11; // elements 128, 160, 192, 224 -> 3, 2, 1, 0
+        qs[49] = 0b01_00_00_00; // element 128 + 96 + 17 -> 1
+        qs[5] = 0b00_00_10_00; // element 32 + 5 -> 2
+        let b = BlockQ2K {
+            scales,
+            qs,
+            d: f16::from_f32(0.5),
+            dmin: f16::from_f32(0.25),
+        };
+        let got = deq(GgmlType::Q2K, &bytes_of(&b));
+        let mut q = [0u8; 256];
+        for (e, v) in [
+            (32, 1),
+            (64, 2),
+            (96, 3),
+            (128, 3),
+            (160, 2),
+            (192, 1),
+            (241, 1),
+            (37, 2),
+        ] {
+            q[e] = v;
+        }
+        for (e, &v) in got.iter().enumerate() {
+            let k = (e / 16) as f32;
+            let want = 0.5 * k * q[e] as f32 - 0.25 * (15.0 - k);
+            assert_eq!(v, want, "element {e}");
+        }
+        // Spot checks in plain numbers: element 241 is sub-block 15 (scale
+        // 15, min 0), element 96 sub-block 6 (scale 6, min 9).
+        assert_eq!(got[241], 7.5);
+        assert_eq!(got[96], 0.5 * 6.0 * 3.0 - 0.25 * 9.0);
+    }
+
+    #[test]
+    fn q3_k_scale_packing_known_bytes() {
+        let s = [
+            0x10,
+            0x32,
+            0x54,
+            0x76,
+            0x98,
+            0xBA,
+            0xDC,
+            0xFE,
+            0b11_10_01_00,
+            0,
+            0,
+            0b11,
+        ];
+        // Low nibbles: bytes 0..8 low for scales 0..8, high for 8..16; top
+        // bits: byte 8 + k % 4, bit pair k / 4.
+        let want: [u8; 16] = [
+            0,
+            2,
+            4,
+            6 | (3 << 4),
+            8 | (1 << 4),
+            10,
+            12,
+            14,
+            1 | (2 << 4),
+            3,
+            5,
+            7,
+            9 | (3 << 4),
+            11,
+            13,
+            15,
+        ];
+        let got: [u8; 16] = std::array::from_fn(|k| get_scale_q3k(k, &s));
+        assert_eq!(got, want);
+        assert_eq!(pack_scales_q3k(&want), s);
+    }
+
+    #[test]
+    fn q3_k_known_block() {
+        // Stored scales 30 + k, so sub-block k multiplies by d * (k - 2).
+        let sc: [u8; 16] = std::array::from_fn(|k| 30 + k as u8);
+        let mut qs = [0u8; 64];
+        let mut hmask = [0u8; 32];
+        qs[0] = 0b11_10_01_00; // low bits of elements 0, 32, 64, 96: 0, 1, 2, 3
+        hmask[0] = 0b101; // third bit of elements 0 and 64
+        qs[49] = 0b10_00_00_00; // low bits of element 128 + 96 + 17: 2
+        hmask[17] = 0x80; // third bit of element 7 * 32 + 17 = 241
+        hmask[5] = 0x10; // third bit of element 4 * 32 + 5 = 133
+        let b = BlockQ3K {
+            hmask,
+            qs,
+            scales: pack_scales_q3k(&sc),
+            d: f16::from_f32(0.5),
+        };
+        let got = deq(GgmlType::Q3K, &bytes_of(&b));
+        // Every other element has low bits 0 and no third bit: q = -4.
+        let mut q = [-4i32; 256];
+        for (e, v) in [(0, 0), (32, -3), (64, 2), (96, -1), (241, 2), (133, 0)] {
+            q[e] = v;
+        }
+        for (e, &v) in got.iter().enumerate() {
+            let want = 0.5 * ((e / 16) as f32 - 2.0) * q[e] as f32;
+            assert_eq!(v, want, "element {e}");
+        }
+        assert_eq!(got[241], 13.0);
+        assert_eq!(got[1], 4.0);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!
 //! # Layout
 //!
-//! GGUF blocks of 18, 20, 22, 34, 210 or 17 bytes are not word aligned, so
-//! each chunk of rows holds two arrays: `quants` (bound as
+//! GGUF blocks of 18, 20, 22, 34, 110, 210 or 17 bytes are not word aligned,
+//! so each chunk of rows holds two arrays: `quants` (bound as
 //! `array<vec4<u32>>`, read a whole vec4 at a time) and `scales` (bound as
 //! `array<u32>`). Blocks are numbered from 0 at the chunk's first row,
 //! row-major (`b = row * blocks_per_row + j`). Together the two arrays take
@@ -23,6 +23,8 @@
 //! | Q5_0  | 1: the low-nibble bytes                   | per pair p: [d(2p) \| d(2p+1) << 16, qh(2p), qh(2p+1)] |
 //! | Q5_1  | 1                                         | two words: [d \| m << 16, qh]            |
 //! | Q8_0  | 2: the 32 signed bytes                    | d (f16), two blocks per word             |
+//! | Q2_K  | 5: repacked quants (4), 16 scale bytes | one word: d \| dmin << 16                  |
+//! | Q3_K  | 6: repacked quants (4), high bits (2)     | per pair p: [d(2p) \| d(2p+1) << 16, 3 words of 2p's scales, 3 of 2p+1's] |
 //! | Q4_K  | 8: the 128 nibble bytes                   | four words: [d \| dmin << 16, scales[0..12]] |
 //! | Q5_K  | 10: qh (32 bytes) then the nibble bytes   | four words, as Q4_K                      |
 //! | Q6_K  | 13: repacked, see below                   | d (f16), two blocks per word             |
@@ -38,6 +40,20 @@
 //! `8+g` (byte `l` holds values `l, l+16, l+32, l+48` in bit pairs 0, 2, 4,
 //! 6), and the sixteen i8 scales in vec4 12.
 //!
+//! Q2_K and Q3_K share GGML's 2-bit field layout (byte `l` of each 32-byte
+//! half holds lane `l` of four quarters), so they are permuted the same way:
+//! unit `g`'s 2-bit fields fill vec4 `g`, byte `l` holding values `l, l+16,
+//! l+32, l+48` in bit pairs 0, 2, 4, 6 (as Q6_K's top bits). Q2_K's vec4 4 is
+//! its scale bytes as GGML stores them (word `g` is unit `g`'s four). Q3_K's
+//! vec4s 4 and 5 hold the third bits, two words per unit (`2g, 2g+1` of the
+//! pair): value `v = 4i + c` is bit `i / 2` of byte `c` of the unit's word `i
+//! % 2`. Its sixteen 6-bit scales (stored + 32) are regrouped into three
+//! words: the low nibbles of scales 0..8 and 8..16 (nibble `k` of the first
+//! word is scale `k`'s), then the top bit pairs (byte `g`, pair `k` is scale
+//! `4g + k`'s), so a unit reads its four scales from one half-word and one
+//! byte. A chunk with an odd number of blocks ends with a one-block pair,
+//! [d, 3 words].
+//!
 //! A tensor whose arrays would exceed the device's storage-binding limit
 //! (128 MiB on lavapipe) is split into row chunks, each with its own buffers;
 //! kernels run once per chunk.
@@ -48,14 +64,15 @@ use bytemuck::Pod;
 
 use super::{GpuContext, GpuError};
 use crate::gguf::quant::{
-    BlockMxfp4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    get_scale_q3k, BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use crate::gguf::GgmlType;
 
 /// Values per unit, the slice of a row one `dequant_unit` call expands.
 pub fn unit_elems(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256 / 4,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256 / 4,
         _ => 32,
     }
 }
@@ -77,6 +94,8 @@ pub fn dequant_wgsl(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q5_0 => include_str!("../../shaders/dequant_q5_0.wgsl"),
         GgmlType::Q5_1 => include_str!("../../shaders/dequant_q5_1.wgsl"),
         GgmlType::Q8_0 => include_str!("../../shaders/dequant_q8_0.wgsl"),
+        GgmlType::Q2K => include_str!("../../shaders/dequant_q2_k.wgsl"),
+        GgmlType::Q3K => include_str!("../../shaders/dequant_q3_k.wgsl"),
         GgmlType::Q4K => include_str!("../../shaders/dequant_q4_k.wgsl"),
         GgmlType::Q5K => include_str!("../../shaders/dequant_q5_k.wgsl"),
         GgmlType::Q6K => include_str!("../../shaders/dequant_q6_k.wgsl"),
@@ -260,6 +279,8 @@ pub(crate) fn quant_bytes(ty: GgmlType, blocks: usize) -> usize {
         GgmlType::F16 | GgmlType::BF16 => 2,
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::MXFP4 => 16,
         GgmlType::Q8_0 => 32,
+        GgmlType::Q2K => 80,
+        GgmlType::Q3K => 96,
         GgmlType::Q4K => 128,
         GgmlType::Q5K => 160,
         GgmlType::Q6K => 208,
@@ -272,7 +293,8 @@ fn scale_words(ty: GgmlType, blocks: usize) -> usize {
     match ty {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 0,
         GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q6K => blocks.div_ceil(2),
-        GgmlType::Q4_1 => blocks,
+        GgmlType::Q4_1 | GgmlType::Q2K => blocks,
+        GgmlType::Q3K => 3 * blocks + blocks.div_ceil(2),
         GgmlType::Q5_0 => 3 * blocks.div_ceil(2),
         GgmlType::Q5_1 => 2 * blocks,
         GgmlType::Q4K | GgmlType::Q5K => 4 * blocks,
@@ -346,6 +368,25 @@ fn repack(ty: GgmlType, bytes: &[u8]) -> (Vec<u32>, Vec<u32>) {
                 q.extend(words(bytemuck::cast_slice(&b.qs)));
             }
         }
+        GgmlType::Q2K => {
+            for b in blocks::<BlockQ2K>(bytes) {
+                s.push(u32::from(b.d.to_bits()) | u32::from(b.dmin.to_bits()) << 16);
+                q.extend(words(&permute_2bit(&b.qs)));
+                q.extend(words(&b.scales));
+            }
+        }
+        GgmlType::Q3K => {
+            let all: Vec<BlockQ3K> = blocks(bytes).collect();
+            for pair in all.chunks(2) {
+                let d1 = pair.get(1).map_or(0, |b| b.d.to_bits());
+                s.push(u32::from(pair[0].d.to_bits()) | u32::from(d1) << 16);
+                for b in pair {
+                    s.extend(repack_q3k_scales(&b.scales));
+                    q.extend(words(&permute_2bit(&b.qs)));
+                    q.extend(words(&repack_q3k_hmask(&b.hmask)));
+                }
+            }
+        }
         GgmlType::Q4K => {
             for b in blocks::<BlockQ4K>(bytes) {
                 s.push(u32::from(b.d.to_bits()) | u32::from(b.dmin.to_bits()) << 16);
@@ -395,6 +436,46 @@ fn repack_q6k(b: &BlockQ6K) -> [u8; 208] {
         out[128 + 16 * g + v % 16] |= hi << (2 * (v / 16));
     }
     out[192..].copy_from_slice(bytemuck::cast_slice(&b.scales));
+    out
+}
+
+/// Q2_K/Q3_K `qs` (GGML: value `e = 128n + 32j + l` in bits `2j..2j+2` of
+/// byte `32n + l`) in unit-contiguous order (module docs): unit `g`'s 16
+/// bytes, byte `v % 16` holding unit value `v` in bit pair `v / 16`.
+fn permute_2bit(qs: &[u8; 64]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for e in 0..256 {
+        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        let q = (qs[32 * n + l] >> (2 * j)) & 3;
+        let (g, v) = (e / 64, e % 64);
+        out[16 * g + v % 16] |= q << (2 * (v / 16));
+    }
+    out
+}
+
+/// Q3_K's third bits (GGML: value `e` in bit `e / 32` of `hmask[e % 32]`) in
+/// unit-contiguous order (module docs): unit `g`'s 8 bytes, value `v = 4i +
+/// c` in bit `i / 2` of byte `4 (i % 2) + c`.
+fn repack_q3k_hmask(hmask: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for e in 0..256 {
+        let h = (hmask[e % 32] >> (e / 32)) & 1;
+        let (g, v) = (e / 64, e % 64);
+        let (i, c) = (v / 4, v % 4);
+        out[8 * g + 4 * (i % 2) + c] |= h << (i / 2);
+    }
+    out
+}
+
+/// Q3_K's sixteen 6-bit scales regrouped (module docs): the low nibbles of
+/// scales 0..8, of scales 8..16, then the top bit pairs, four per byte.
+fn repack_q3k_scales(scales: &[u8; 12]) -> [u32; 3] {
+    let mut out = [0u32; 3];
+    for k in 0..16 {
+        let sc = u32::from(get_scale_q3k(k, scales));
+        out[k / 8] |= (sc & 0xF) << (4 * (k % 8));
+        out[2] |= (sc >> 4) << (2 * k);
+    }
     out
 }
 
@@ -462,7 +543,13 @@ mod tests {
         let ctx = ctx();
         let (k, n) = (256, 37);
         let vals = random_f32(&mut rng(1), k * n, 1.0);
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6K, GgmlType::F16] {
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q6K,
+            GgmlType::Q3K,
+            GgmlType::F16,
+        ] {
             let bytes = quant::quantize(ty, &vals);
             let limit = 5 * quant_bytes(ty, k / ty.block_elems()) as u64 + 3;
             let t = DeviceTensor::upload_with_limit(ctx, "t", ty, [k, n], &bytes, limit).unwrap();

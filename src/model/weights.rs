@@ -18,7 +18,7 @@ use crate::gpu::kernels::moe::ExpertStack;
 /// The types the matmul, embedding and expert-matmul kernels read directly
 /// (each has a kernel test against a plain Rust dequantization; a type
 /// added to the GGUF reader is refused here until its kernels are).
-pub const MATRIX_TYPES: [GgmlType; 12] = GgmlType::ALL;
+pub const MATRIX_TYPES: [GgmlType; GgmlType::ALL.len()] = GgmlType::ALL;
 
 pub struct LayerWeights {
     pub attn_norm: wgpu::Buffer,

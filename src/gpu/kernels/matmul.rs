@@ -515,6 +515,8 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q6K,
+            GgmlType::Q3K,
+            GgmlType::Q2K,
             GgmlType::MXFP4,
             GgmlType::F16,
         ] {

@@ -36,7 +36,9 @@ impl ActQuant {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::MXFP4 => ActQuant::Q8,
-            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => ActQuant::Q8K,
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+                ActQuant::Q8K
+            }
             GgmlType::F16 => ActQuant::F16,
             GgmlType::F32 | GgmlType::BF16 => ActQuant::None,
         }
