@@ -99,6 +99,8 @@ pub struct ModelInfo {
 pub struct Engine {
     /// `None` for a model without a vocabulary: it takes token ids only.
     pub tokenizer: Option<Tokenizer>,
+    /// Ids that end a sequence (see [`LoadedModel::stop_ids`]).
+    pub stop_ids: Vec<u32>,
     pub chat_format: ChatFormat,
     pub spec: ModelSpec,
     pub info: ModelInfo,
@@ -111,6 +113,9 @@ pub struct Engine {
 pub struct LoadedModel {
     /// `None` for a model without a vocabulary: it takes token ids only.
     pub tokenizer: Option<Tokenizer>,
+    /// Ids that end a sequence: the tokenizer's end-of-turn tokens and what
+    /// a model directory's config declares (`eos_token_id`).
+    pub stop_ids: Vec<u32>,
     pub chat_format: ChatFormat,
     pub spec: ModelSpec,
     pub info: ModelInfo,
@@ -182,6 +187,36 @@ pub fn open_model(path: &Path) -> Result<(GgufFile, ModelSpec, Option<Tokenizer>
     Ok((file, spec, tokenizer))
 }
 
+/// The end-of-sequence ids a model directory declares: `eos_token_id` (a
+/// number or a list) in `config.json` and `generation_config.json`. Empty
+/// for a GGUF file (its tokenizer metadata says) or when absent.
+pub fn declared_eos_ids(path: &Path) -> Vec<u32> {
+    if !crate::hf::is_model_dir(path) {
+        return Vec::new();
+    }
+    let mut ids = Vec::new();
+    for file in ["config.json", "generation_config.json"] {
+        let Ok(text) = std::fs::read_to_string(path.join(file)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let eos = &v["eos_token_id"];
+        let found = match eos {
+            serde_json::Value::Array(list) => list.iter().filter_map(|x| x.as_u64()).collect(),
+            other => other.as_u64().into_iter().collect::<Vec<_>>(),
+        };
+        for id in found {
+            let id = id as u32;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
 /// How chats are written for this model: harmony for gpt-oss (built in, so
 /// its reasoning can be parsed back out), otherwise the model's own Jinja
 /// template (ChatML when it ships none).
@@ -201,9 +236,19 @@ pub fn chat_format(
 pub fn load(cfg: &EngineConfig) -> Result<LoadedModel, EngineError> {
     let (file, spec, tokenizer) = open_model(&cfg.model)?;
     let chat_format = chat_format(&spec, tokenizer.as_ref())?;
+    let mut stop_ids = tokenizer
+        .as_ref()
+        .map(|t| t.stop_ids().to_vec())
+        .unwrap_or_default();
+    for id in declared_eos_ids(&cfg.model) {
+        if !stop_ids.contains(&id) {
+            stop_ids.push(id);
+        }
+    }
     let s = load_shards_of(cfg, &file, spec)?;
     Ok(LoadedModel {
         tokenizer,
+        stop_ids,
         chat_format,
         spec: s.spec,
         info: s.info,
@@ -351,6 +396,7 @@ impl Engine {
         let pool = BlockPool::new(m.info.num_blocks as usize, m.info.block_size as usize);
         Ok(Self {
             tokenizer: m.tokenizer,
+            stop_ids: m.stop_ids,
             chat_format: m.chat_format,
             spec: m.spec,
             info: m.info,

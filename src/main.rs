@@ -292,7 +292,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 prompt: prompt.clone(),
                 sampling,
                 max_tokens: a.max_tokens,
-                stop_ids: tokenizer.map(|t| t.stop_ids().to_vec()).unwrap_or_default(),
+                stop_ids: engine.stop_ids.clone(),
                 ignore_eos: a.ignore_eos,
                 logprobs: None,
             },

@@ -464,7 +464,7 @@ fn server_takes_token_ids_from_a_model_without_tokenizer() {
     let g = json("hf-f32/greedy.json");
     let want = ids(&g["gen_ids"]);
     let body = json!({"prompt": g["prompt_ids"], "max_tokens": want.len(), "temperature": 0,
-                      "ignore_eos": true, "return_token_ids": true});
+                      "ignore_eos": true, "return_token_ids": true, "logprobs": 1});
     let resp = common::post(server.addr, "/v1/completions", &body);
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
@@ -474,6 +474,11 @@ fn server_takes_token_ids_from_a_model_without_tokenizer() {
         "greedy ids over HTTP"
     );
     assert_eq!(v["usage"]["completion_tokens"], want.len());
+    // No tokenizer: logprobs name tokens by id.
+    assert_eq!(
+        v["choices"][0]["logprobs"]["tokens"][0],
+        format!("token_id:{}", want[0])
+    );
 
     let resp = common::post(server.addr, "/v1/completions", &json!({"prompt": "hello"}));
     let e = resp.error(400);
@@ -482,4 +487,48 @@ fn server_takes_token_ids_from_a_model_without_tokenizer() {
     let resp = common::post(server.addr, "/v1/chat/completions", &chat);
     resp.error(400);
     assert_eq!(common::get(server.addr, "/health").status, 200, "still up");
+}
+
+/// A model directory's declared end of sequence (`eos_token_id` in
+/// config.json or generation_config.json) stops generation even without a
+/// tokenizer: here the third greedy token is declared the end.
+#[test]
+fn declared_eos_stops_a_model_without_tokenizer() {
+    let g = json("hf-f32/greedy.json");
+    let want = ids(&g["gen_ids"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    std::fs::create_dir(&dir).unwrap();
+    let src = reference_dir().join("hf-f32");
+    std::os::unix::fs::symlink(src.join("model.safetensors"), dir.join("model.safetensors"))
+        .unwrap();
+    let mut config = json("hf-f32/config.json");
+    config["eos_token_id"] = serde_json::json!(want[2]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("generation_config.json"),
+        serde_json::json!({"eos_token_id": [want[2], 511]}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(wgserve::engine::declared_eos_ids(&dir), [want[2], 511]);
+    let prompt: Vec<String> = ids(&g["prompt_ids"]).iter().map(u32::to_string).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgserve"))
+        .args(["generate", "--model"])
+        .arg(&dir)
+        .args([
+            "--prompt-ids",
+            &prompt.join(","),
+            "--json",
+            "--max-tokens",
+            "20",
+        ])
+        .output()
+        .expect("run wgserve generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&v["token_ids"]), want[..3], "stops at the declared EOS");
 }

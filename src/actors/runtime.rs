@@ -59,6 +59,8 @@ pub struct RuntimeParts {
     pub tokenizer: Option<Tokenizer>,
     /// The model's vocabulary size (token ids must be below it).
     pub vocab_size: usize,
+    /// Ids that end a sequence.
+    pub stop_ids: Vec<u32>,
     pub chat_format: ChatFormat,
     pub scheduler_config: SchedulerConfig,
     pub num_blocks: usize,
@@ -110,6 +112,7 @@ impl Runtime {
         let parts = RuntimeParts {
             tokenizer: loaded.tokenizer,
             vocab_size: loaded.spec.vocab_size,
+            stop_ids: loaded.stop_ids,
             chat_format: loaded.chat_format,
             scheduler_config: loaded.scheduler_config,
             num_blocks: info.num_blocks as usize,
@@ -133,10 +136,7 @@ impl Runtime {
         let chat_format = Arc::new(parts.chat_format);
         let max_model_len = parts.scheduler_config.max_model_len;
         let vocab_size = parts.vocab_size;
-        let stop_ids = tokenizer
-            .as_ref()
-            .map(|t| t.stop_ids().to_vec())
-            .unwrap_or_default();
+        let stop_ids = parts.stop_ids;
 
         let intake_ctx = Context::<Intake>::new();
         let scheduler_ctx = Context::<SchedulerActor>::new();

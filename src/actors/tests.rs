@@ -129,6 +129,7 @@ fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
     let tok = tokenizer();
     let parts = RuntimeParts {
         vocab_size: tok.vocab_size(),
+        stop_ids: tok.stop_ids().to_vec(),
         tokenizer: Some(tok),
         chat_format: ChatFormat::Template(Box::new(ChatTemplate::chatml())),
         scheduler_config: SchedulerConfig {

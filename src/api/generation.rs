@@ -117,7 +117,13 @@ impl TokenTexts {
         if let Some(text) = self.cache.get(&id) {
             return Ok(text.clone());
         }
-        let text = backend.detokenize(vec![id]).await?;
+        let text = match backend.detokenize(vec![id]).await {
+            Ok(text) => text,
+            // A model without a tokenizer (or an id past it) has no text for
+            // the token: name it by id, as vLLM's `token_id:N`.
+            Err(crate::backend::BackendError::InvalidRequest(_)) => format!("token_id:{id}"),
+            Err(e) => return Err(e.into()),
+        };
         self.cache.insert(id, text.clone());
         Ok(text)
     }

@@ -44,6 +44,11 @@ struct Inner {
     /// Slots already written to the device.
     flushed: u64,
     bind_groups: HashMap<Key, wgpu::BindGroup>,
+    /// `begin_step` has been called: slots recur step after step, so bind
+    /// groups are worth keeping. Without steps (kernel tests, one-off
+    /// work) every dispatch has a new slot and nothing is cached, so no
+    /// buffer is kept alive by the cache.
+    stepping: bool,
     created: u64,
     reused: u64,
 }
@@ -56,9 +61,13 @@ pub struct DispatchCache {
 
 impl DispatchCache {
     /// Makes every slot reusable. Call only when nothing recorded with this
-    /// cache is waiting to be submitted (the start of a model step).
+    /// cache is waiting to be submitted (the start of a model step): one
+    /// recorder per device at a time, which `ModelShard` (the only caller)
+    /// guarantees by owning its device's context and submitting each step
+    /// before the next.
     pub fn begin_step(&self) {
         let mut g = self.lock();
+        g.stepping = true;
         g.used = 0;
         g.flushed = 0;
         g.host.clear();
@@ -170,11 +179,13 @@ impl DispatchCache {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        if g.bind_groups.len() >= MAX_CACHED_BIND_GROUPS {
-            g.bind_groups.clear();
-        }
         g.created += 1;
-        g.bind_groups.insert(key, bg);
+        if g.stepping {
+            if g.bind_groups.len() >= MAX_CACHED_BIND_GROUPS {
+                g.bind_groups.clear();
+            }
+            g.bind_groups.insert(key, bg);
+        }
     }
 }
 

@@ -98,9 +98,16 @@ impl SafetensorsDir {
         Self { tensors }
     }
 
-    /// Whether the directory holds safetensors files at all.
+    /// Whether the directory holds safetensors files at all (a broken
+    /// index still counts: opening it then reports what is wrong).
     pub fn present(dir: &Path) -> bool {
-        shard_files(dir).is_ok()
+        dir.join("model.safetensors").is_file()
+            || dir.join("model.safetensors.index.json").is_file()
+            || std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+            })
     }
 
     pub fn get(&self, name: &str) -> Option<&StTensor> {
