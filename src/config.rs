@@ -35,8 +35,13 @@ pub struct ServerConfig {
     pub devices: Vec<String>,
     /// Tokens per KV-cache page.
     pub block_size: usize,
-    /// Device memory for the KV cache, MiB, across all shards' layers.
+    /// Device memory for the KV cache of each shard, MiB; 0 sizes it from
+    /// the GPU's memory (`gpu_memory_utilization`, as vLLM does), or 256
+    /// MiB on a CPU driver.
     pub kv_memory_mib: usize,
+    /// With `kv_memory_mib = 0`: the fraction of each GPU's memory wgserve
+    /// may use (weights, activations and the KV cache together).
+    pub gpu_memory_utilization: f64,
     /// Token budget of one engine step (prefill chunks and decodes together).
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
@@ -76,7 +81,8 @@ impl Default for ServerConfig {
             served_model_name: None,
             devices: vec!["auto".into()],
             block_size: 16,
-            kv_memory_mib: 256,
+            kv_memory_mib: 0,
+            gpu_memory_utilization: 0.9,
             max_num_batched_tokens: 512,
             max_num_seqs: 16,
             max_model_len: None,
@@ -136,9 +142,12 @@ pub struct ServeArgs {
     /// Tokens per KV page [default: 16].
     #[arg(long, env = "WGSERVE_BLOCK_SIZE")]
     pub block_size: Option<usize>,
-    /// KV-cache memory, MiB [default: 256].
+    /// KV-cache memory per shard, MiB; 0 = from the GPU's memory [default: 0].
     #[arg(long, env = "WGSERVE_KV_MEMORY_MIB")]
     pub kv_memory_mib: Option<usize>,
+    /// Fraction of each GPU's memory to use when kv_memory_mib is 0 [default: 0.9].
+    #[arg(long, env = "WGSERVE_GPU_MEMORY_UTILIZATION")]
+    pub gpu_memory_utilization: Option<f64>,
     /// Token budget per engine step [default: 512].
     #[arg(long, env = "WGSERVE_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: Option<usize>,
@@ -246,6 +255,7 @@ impl ServerConfig {
             model,
             block_size,
             kv_memory_mib,
+            gpu_memory_utilization,
             max_num_batched_tokens,
             max_num_seqs,
             max_queue,
@@ -284,9 +294,11 @@ impl ServerConfig {
                 "needs at least one non-empty entry, e.g. [\"auto\"]",
             );
         }
-        let positive: [(&'static str, usize); 6] = [
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return invalid("gpu_memory_utilization", "must be in (0, 1], e.g. 0.9");
+        }
+        let positive: [(&'static str, usize); 5] = [
             ("block_size", self.block_size),
-            ("kv_memory_mib", self.kv_memory_mib),
             ("max_num_batched_tokens", self.max_num_batched_tokens),
             ("max_num_seqs", self.max_num_seqs),
             ("tokenizer_threads", self.tokenizer_threads),

@@ -45,8 +45,11 @@ pub struct EngineConfig {
     /// same adapter open two devices on it.
     pub devices: Vec<AdapterChoice>,
     pub block_size: u32,
-    /// Device memory for the KV cache, per shard.
+    /// Device memory for the KV cache, per shard; 0 sizes it from the
+    /// device's memory (see [`kv_budget`]).
     pub kv_memory_bytes: u64,
+    /// With `kv_memory_bytes == 0`: the fraction of a GPU's memory to use.
+    pub gpu_memory_utilization: f64,
     pub max_num_batched_tokens: usize,
     pub max_num_seqs: usize,
     /// Context window; `None` takes the model's (capped by the KV pool).
@@ -66,6 +69,7 @@ impl Default for EngineConfig {
             devices: vec![AdapterChoice::Auto],
             block_size: 16,
             kv_memory_bytes: 256 << 20,
+            gpu_memory_utilization: 0.9,
             max_num_batched_tokens: 512,
             max_num_seqs: 16,
             max_model_len: None,
@@ -286,20 +290,26 @@ fn load_shards_of(
     // smallest any shard's budget allows.
     let mut num_blocks = u32::MAX;
     let mut layout: Option<KvCacheLayout> = None;
-    for (ctx, r) in ctxs.iter().zip(&ranges) {
+    for (i, (ctx, r)) in ctxs.iter().zip(&ranges).enumerate() {
         let l = layout_with(ctx, &spec, cfg.block_size, !cfg.quantize_activations);
+        let budget = kv_budget(cfg, ctx, &spec, &file.tensors, ranges.len(), i);
         num_blocks = num_blocks.min(blocks_for_budget(
             &l,
             r.len(),
-            cfg.kv_memory_bytes,
+            budget,
             ctx.caps.max_storage_binding,
         ));
         layout.get_or_insert(l);
     }
     if num_blocks < 2 {
         return Err(EngineError::Config(format!(
-            "the KV memory budget of {} MiB holds fewer than 2 blocks; raise it",
-            cfg.kv_memory_bytes >> 20
+            "the KV memory budget holds fewer than 2 blocks ({}); raise kv_memory_mib \
+             or gpu_memory_utilization, or use more devices (`wgserve plan` shows what fits)",
+            if cfg.kv_memory_bytes > 0 {
+                format!("{} MiB", cfg.kv_memory_bytes >> 20)
+            } else {
+                "sized from the device's memory".to_string()
+            }
         )));
     }
     let pool_tokens = num_blocks as usize * cfg.block_size as usize;
@@ -371,6 +381,57 @@ fn load_shards_of(
         shards,
         scheduler_config,
     })
+}
+
+/// KV bytes shard `i` of `n` may use. An explicit `kv_memory_bytes` is used
+/// as is. Otherwise, on a GPU whose memory Vulkan reports: that memory
+/// times `gpu_memory_utilization`, less the shard's weights and step
+/// activations (the memory plan's figures, which equal what loads); on a
+/// CPU driver (its "device memory" is the host's) or when unknown: 256 MiB.
+pub fn kv_budget(
+    cfg: &EngineConfig,
+    ctx: &GpuContext,
+    spec: &ModelSpec,
+    tensors: &[crate::gguf::reader::TensorInfo],
+    n: usize,
+    i: usize,
+) -> u64 {
+    const FALLBACK: u64 = 256 << 20;
+    if cfg.kv_memory_bytes > 0 {
+        return cfg.kv_memory_bytes;
+    }
+    let memory = match ctx.caps.device_memory {
+        Some(m) if ctx.info.device_type != wgpu::DeviceType::Cpu => m,
+        _ => {
+            tracing::info!(
+                "KV cache: {} MiB on {} (a CPU driver, or its memory is unknown; set \
+                 kv_memory_mib to change)",
+                FALLBACK >> 20,
+                ctx.info.name
+            );
+            return FALLBACK;
+        }
+    };
+    let req = crate::model::plan::PlanRequest {
+        devices: n,
+        device_bytes: memory,
+        context: cfg.max_model_len.unwrap_or(spec.context_length),
+        kv_elem_bytes: if cfg.quantize_activations { 2 } else { 4 },
+        block_size: cfg.block_size as usize,
+        max_num_batched_tokens: cfg.max_num_batched_tokens,
+        max_num_seqs: cfg.max_num_seqs,
+        reserve_fraction: 1.0 - cfg.gpu_memory_utilization.clamp(0.0, 1.0),
+    };
+    let plan = crate::model::plan::plan(spec, tensors, &req);
+    let budget = plan.shards.get(i).map_or(0, |s| s.kv_budget_bytes);
+    tracing::info!(
+        "KV cache: {:.2} GiB on {} ({:.0}% of its {:.1} GiB, less weights and activations)",
+        budget as f64 / (1u64 << 30) as f64,
+        ctx.info.name,
+        cfg.gpu_memory_utilization * 100.0,
+        memory as f64 / (1u64 << 30) as f64
+    );
+    budget
 }
 
 /// Runs a batch through every shard in order and returns the last one's samples.

@@ -28,6 +28,7 @@ pub fn engine_config(c: &ServerConfig) -> EngineConfig {
             .collect(),
         block_size: c.block_size as u32,
         kv_memory_bytes: (c.kv_memory_mib as u64) << 20,
+        gpu_memory_utilization: c.gpu_memory_utilization,
         max_num_batched_tokens: c.max_num_batched_tokens,
         max_num_seqs: c.max_num_seqs,
         max_model_len: c.max_model_len,

@@ -532,3 +532,38 @@ fn declared_eos_stops_a_model_without_tokenizer() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids(&v["token_ids"]), want[..3], "stops at the declared EOS");
 }
+
+/// The KV budget: an explicit one is used as is; 0 sizes it from the
+/// device's memory, which Vulkan reports (here the CPU driver's, where the
+/// fixed fallback applies instead of taking most of the host's memory).
+#[test]
+fn kv_budget_explicit_or_from_device_memory() {
+    use wgserve::engine::kv_budget;
+    use wgserve::gpu::{AdapterChoice, GpuContext};
+    let ctx = GpuContext::new(&AdapterChoice::Auto).unwrap();
+    let mem = ctx
+        .caps
+        .device_memory
+        .expect("Vulkan reports a device-local heap");
+    assert!(mem >= 256 << 20, "{mem}");
+    let file = GgufFile::open(reference_dir().join("tiny-f32.gguf")).unwrap();
+    let spec = ModelSpec::from_gguf(&file).unwrap();
+    let explicit = EngineConfig {
+        kv_memory_bytes: 123 << 20,
+        ..Default::default()
+    };
+    assert_eq!(
+        kv_budget(&explicit, &ctx, &spec, &file.tensors, 1, 0),
+        123 << 20
+    );
+    let auto = EngineConfig {
+        kv_memory_bytes: 0,
+        ..Default::default()
+    };
+    let b = kv_budget(&auto, &ctx, &spec, &file.tensors, 1, 0);
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        assert_eq!(b, 256 << 20, "CPU drivers get the fixed budget");
+    } else {
+        assert!(b > 0 && b < mem, "{b} of {mem}");
+    }
+}

@@ -81,6 +81,9 @@ pub struct Capabilities {
     pub max_workgroup_storage: u32,
     pub max_invocations_per_workgroup: u32,
     pub min_storage_offset_alignment: u32,
+    /// The largest device-local Vulkan memory heap (the GPU's memory; on a
+    /// CPU driver, host memory), when the driver says.
+    pub device_memory: Option<u64>,
 }
 
 /// One opened device. Cheap to clone (the wgpu handles are reference counted).
@@ -101,6 +104,23 @@ impl std::fmt::Debug for GpuContext {
             .field("backend", &self.info.backend)
             .field("caps", &self.caps)
             .finish()
+    }
+}
+
+/// The size of the adapter's largest device-local memory heap, read from
+/// Vulkan (wgpu itself does not report memory sizes).
+fn device_local_heap(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: only reads the physical device's memory properties through the
+    // instance wgpu created; nothing is created or destroyed.
+    unsafe {
+        let hal = adapter.as_hal::<wgpu::hal::api::Vulkan>()?;
+        let instance = hal.shared_instance().raw_instance();
+        let props = instance.get_physical_device_memory_properties(hal.raw_physical_device());
+        props.memory_heaps[..props.memory_heap_count as usize]
+            .iter()
+            .filter(|h| h.flags.contains(ash::vk::MemoryHeapFlags::DEVICE_LOCAL))
+            .map(|h| h.size)
+            .max()
     }
 }
 
@@ -193,6 +213,7 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             tracing::error!("uncaptured wgpu error: {e}");
         }));
+        let device_memory = device_local_heap(adapter);
         let caps = Capabilities {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
@@ -205,6 +226,7 @@ impl GpuContext {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
+            device_memory,
         };
         Ok(Self {
             device,
@@ -227,8 +249,14 @@ impl GpuContext {
         if self.caps.timestamp_query {
             feats.push("timestamp");
         }
+        let memory = self
+            .caps
+            .device_memory
+            .map_or("memory unknown".to_string(), |m| {
+                format!("{:.1} GiB memory", m as f64 / (1u64 << 30) as f64)
+            });
         format!(
-            "{} ({:?}, {:?}, {} {}; features: {}; max storage binding {} MiB)",
+            "{} ({:?}, {:?}, {} {}; {memory}; features: {}; max storage binding {} MiB)",
             self.info.name,
             self.info.device_type,
             self.info.backend,
