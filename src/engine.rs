@@ -400,8 +400,15 @@ pub fn kv_budget(
     if cfg.kv_memory_bytes > 0 {
         return cfg.kv_memory_bytes;
     }
+    // Shards given the same adapter share its memory (two devices on one
+    // GPU, as `devices = ["auto", "auto"]` makes).
+    let sharing = cfg
+        .devices
+        .get(i)
+        .map_or(1, |d| cfg.devices.iter().filter(|e| *e == d).count())
+        .max(1) as u64;
     let memory = match ctx.caps.device_memory {
-        Some(m) if ctx.info.device_type != wgpu::DeviceType::Cpu => m,
+        Some(m) if ctx.info.device_type != wgpu::DeviceType::Cpu => m / sharing,
         _ => {
             tracing::info!(
                 "KV cache: {} MiB on {} (a CPU driver, or its memory is unknown; set \
@@ -425,11 +432,16 @@ pub fn kv_budget(
     let plan = crate::model::plan::plan(spec, tensors, &req);
     let budget = plan.shards.get(i).map_or(0, |s| s.kv_budget_bytes);
     tracing::info!(
-        "KV cache: {:.2} GiB on {} ({:.0}% of its {:.1} GiB, less weights and activations)",
+        "KV cache: {:.2} GiB on {} ({:.0}% of {:.1} GiB{}, less weights and activations)",
         budget as f64 / (1u64 << 30) as f64,
         ctx.info.name,
         cfg.gpu_memory_utilization * 100.0,
-        memory as f64 / (1u64 << 30) as f64
+        memory as f64 / (1u64 << 30) as f64,
+        if sharing > 1 {
+            format!(", its share of a device {sharing} shards use")
+        } else {
+            String::new()
+        }
     );
     budget
 }
