@@ -379,18 +379,6 @@ impl GpuContext {
         })
     }
 
-    /// A uniform buffer holding one `T` (a kernel's parameter block).
-    pub fn uniform_from<T: Pod>(&self, label: &str, value: &T) -> Result<wgpu::Buffer> {
-        self.scoped(label, || {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytemuck::bytes_of(value),
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                })
-        })
-    }
-
     fn check_binding(&self, label: &str, bytes: u64) -> Result<()> {
         if bytes > self.caps.max_storage_binding {
             return Err(GpuError::BindingTooLarge {
@@ -400,42 +388,6 @@ impl GpuContext {
             });
         }
         Ok(())
-    }
-
-    /// A bind group for `pipeline`'s group 0 with `buffers[i]` (whole) at binding `i`.
-    pub fn bind_group(
-        &self,
-        label: &str,
-        pipeline: &wgpu::ComputePipeline,
-        buffers: &[&wgpu::Buffer],
-    ) -> Result<wgpu::BindGroup> {
-        let entries: Vec<_> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.bind_group_entries(label, pipeline, &entries)
-    }
-
-    /// A bind group for `pipeline`'s group 0 from explicit entries (for
-    /// bindings at offsets).
-    pub fn bind_group_entries(
-        &self,
-        label: &str,
-        pipeline: &wgpu::ComputePipeline,
-        entries: &[wgpu::BindGroupEntry<'_>],
-    ) -> Result<wgpu::BindGroup> {
-        self.scoped(label, || {
-            let layout = pipeline.get_bind_group_layout(0);
-            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout: &layout,
-                entries,
-            })
-        })
     }
 
     /// Submits an encoder's work and checks it for validation errors.

@@ -21,10 +21,6 @@ impl std::fmt::Debug for ChatFormat {
 }
 
 impl ChatFormat {
-    pub fn is_harmony(&self) -> bool {
-        matches!(self, ChatFormat::Harmony)
-    }
-
     /// How this model's chat answers carry reasoning, if they do: harmony's
     /// channels, or `<think>` tags when the template speaks of them (and
     /// whether the template itself opens the tag at the end of the prompt,

@@ -593,11 +593,7 @@ mod tests {
     }
 
     fn check(ty: GgmlType, group_limit: Option<u64>, seed: u64) {
-        check_k(ty, 96, group_limit, seed);
-    }
-
-    fn check_k(ty: GgmlType, k: usize, group_limit: Option<u64>, seed: u64) {
-        check_variant(ty, k, group_limit, seed, None);
+        check_variant(ty, 96, group_limit, seed, None);
     }
 
     fn check_variant(
@@ -686,7 +682,7 @@ mod tests {
     #[test]
     fn moe_matmul_every_type() {
         for (i, &ty) in GgmlType::ALL.iter().enumerate() {
-            check_k(ty, 256, None, 40 + i as u64);
+            check_variant(ty, 256, None, 40 + i as u64, None);
         }
     }
 
