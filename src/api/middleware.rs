@@ -2,6 +2,10 @@
 //! authentication, CORS (preflight answers and `Access-Control-Allow-Origin`
 //! on responses) and one log line per request. Settings come from the
 //! [`ApiState`] in the app data.
+//!
+//! [`auth`] does not look at the path: `server.rs` wraps it around every
+//! route but the public ones, so which requests need a key is decided by the
+//! router on the path it actually matched.
 
 use std::time::Instant;
 
@@ -15,21 +19,23 @@ use actix_web::{web, Error, HttpResponse, ResponseError};
 use super::error::ApiError;
 use super::server::ApiState;
 
-/// The API proper needs a key (when keys are set); the page, its files and
-/// the health probe never do.
-fn needs_auth(path: &str) -> bool {
-    path == "/v1"
-        || path.starts_with("/v1/")
-        || matches!(path, "/metrics" | "/tokenize" | "/detokenize")
-}
-
 /// Compares without an early exit, so timing does not reveal a key prefix.
 fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The key a request presents: `Authorization: Bearer <key>`, or for the
-/// WebSocket (which browsers cannot give headers) `?api_key=<key>`.
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`).
+fn is_websocket_upgrade(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The key a request presents: `Authorization: Bearer <key>`, or for a
+/// WebSocket upgrade (browsers cannot give those headers) `?api_key=<key>`.
+/// Other requests never take the key from the query, where it would end up
+/// in access logs and browser history.
 fn presented_key(req: &ServiceRequest) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
@@ -38,7 +44,7 @@ fn presented_key(req: &ServiceRequest) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| key.trim().to_string());
     }
-    if req.path() == "/v1/ws" {
+    if is_websocket_upgrade(req) {
         let query =
             web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
                 .ok()?;
@@ -52,9 +58,7 @@ pub async fn auth(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let keys = match req.app_data::<web::Data<ApiState>>() {
-        Some(state) if !state.config.api_keys.is_empty() && needs_auth(req.path()) => {
-            state.config.api_keys.clone()
-        }
+        Some(state) if !state.config.api_keys.is_empty() => state.config.api_keys.clone(),
         _ => return Ok(next.call(req).await?.map_into_left_body()),
     };
     let error = match presented_key(&req) {
@@ -152,23 +156,6 @@ pub async fn log_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_page_and_health_are_public() {
-        for public in ["/", "/index.html", "/app.js", "/health"] {
-            assert!(!needs_auth(public), "{public}");
-        }
-        for private in [
-            "/v1/models",
-            "/v1/chat/completions",
-            "/v1/ws",
-            "/metrics",
-            "/tokenize",
-            "/detokenize",
-        ] {
-            assert!(needs_auth(private), "{private}");
-        }
-    }
 
     #[test]
     fn keys_compare_exactly() {

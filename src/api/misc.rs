@@ -1,4 +1,5 @@
-//! The small endpoints: `GET /v1/models`, `GET /health`, `GET /metrics`
+//! The small endpoints: `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health`, `GET /metrics`
 //! (Prometheus text exposition of the runtime's [`MetricsSnapshot`]),
 //! `POST /tokenize` and `POST /detokenize`.
 
@@ -13,20 +14,39 @@ use super::params::{parse_detokenize_request, parse_object, parse_tokenize_reque
 use super::server::ApiState;
 use crate::backend::MetricsSnapshot;
 
+/// The served model as OpenAI's model object.
+fn model_object(state: &ApiState) -> serde_json::Value {
+    let card = state.backend.model();
+    json!({
+        "id": card.id,
+        "object": "model",
+        "created": card.created,
+        "owned_by": "wgserve",
+        "max_model_len": card.max_model_len,
+    })
+}
+
 pub async fn models(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     // The chat page shows "loading" on 503 and polls again.
     ensure_ready(&state)?;
-    let card = state.backend.model();
     Ok(HttpResponse::Ok().json(json!({
         "object": "list",
-        "data": [{
-            "id": card.id,
-            "object": "model",
-            "created": card.created,
-            "owned_by": "wgserve",
-            "max_model_len": card.max_model_len,
-        }],
+        "data": [model_object(&state)],
     })))
+}
+
+/// `GET /v1/models/{id}` (the SDK's `models.retrieve`): the served model,
+/// or OpenAI's 404 `model_not_found` for any other id.
+pub async fn model(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    ensure_ready(&state)?;
+    let served = state.backend.model().id;
+    if *id != served {
+        return Err(ApiError::model_not_found(&id, &served));
+    }
+    Ok(HttpResponse::Ok().json(model_object(&state)))
 }
 
 pub async fn health(state: web::Data<ApiState>) -> HttpResponse {

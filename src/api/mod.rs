@@ -7,8 +7,8 @@
 //! here; tokenizing, scheduling and generating do not.
 //!
 //! Entry points: [`run_server`] (bind and serve), [`bind`] (bind, get the
-//! address, serve later), [`app`] (the actix `App`, e.g. for tests) and
-//! [`configure`] (routes only).
+//! address, serve later) and [`app`] (the actix `App`, e.g. for tests;
+//! its route tables are [`public`] and [`protected`]).
 
 // The config is the whole server's (the actors read it too) and lives at
 pub use crate::config;
@@ -28,4 +28,4 @@ pub mod ws;
 
 pub use config::{ConfigError, ServeArgs, ServerConfig};
 pub use error::ApiError;
-pub use server::{app, bind, configure, run_server, ApiState};
+pub use server::{app, bind, protected, public, run_server, ApiState};

@@ -43,15 +43,42 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response()
 }
 
-/// Registers every route (without middleware or app data): for mounting
-/// the API into another app that provides `web::Data<ApiState>`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    // One resource per path, answering other methods with a JSON 405.
-    let resource = |path: &str, route: actix_web::Route| {
-        web::resource(path.to_string())
-            .route(route)
-            .default_service(web::to(method_not_allowed))
-    };
+/// One resource per path, answering other methods with a JSON 405.
+fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path.to_string())
+        .route(route)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// The public routes: the chat page (`/` and each of its files, by exact
+/// name) and the health probe. Nothing else is public: any path these do not
+/// match, known or not, falls through to [`protected`], behind the key.
+///
+/// The page's files are registered one by one, from what `web_dir` holds at
+/// start-up, rather than as a `/{name}` pattern, so that no other one-segment
+/// path (`/metrics`, `/TOKENIZE`) can be mistaken for a public file.
+pub fn public(cfg: &mut web::ServiceConfig, page_files: &[String]) {
+    cfg.service(resource("/health", web::get().to(misc::health)));
+    // Only the page's files are gzipped: compressing an SSE body would
+    // hold its events back in the encoder.
+    cfg.service(
+        resource("/", web::get().to(static_files::index)).wrap(middleware::Compress::default()),
+    );
+    for name in page_files {
+        let file = name.clone();
+        cfg.service(
+            resource(
+                &format!("/{name}"),
+                web::get()
+                    .to(move |state: web::Data<ApiState>| static_files::file(state, file.clone())),
+            )
+            .wrap(middleware::Compress::default()),
+        );
+    }
+}
+
+/// The API proper: every route that needs the key when keys are set.
+pub fn protected(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(
         "/v1/chat/completions",
         web::post().to(completions::chat_completions),
@@ -63,21 +90,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/tokenize", web::post().to(misc::tokenize)))
     .service(resource("/detokenize", web::post().to(misc::detokenize)))
     .service(resource("/v1/models", web::get().to(misc::models)))
-    .service(resource("/health", web::get().to(misc::health)))
+    // Model ids may hold a `/` (`org/name`), as the SDK sends them.
+    .service(resource("/v1/models/{id:.+}", web::get().to(misc::model)))
     .service(resource("/metrics", web::get().to(misc::metrics)))
-    .service(resource("/v1/ws", web::get().to(ws::websocket)))
-    // Only the page's files are gzipped: compressing an SSE body would
-    // hold its events back in the encoder.
-    .service(
-        resource("/", web::get().to(static_files::index)).wrap(middleware::Compress::default()),
-    )
-    .service(
-        resource("/{name}", web::get().to(static_files::file))
-            .wrap(middleware::Compress::default()),
-    );
+    .service(resource("/v1/ws", web::get().to(ws::websocket)));
 }
 
-/// The whole app: routes, state, auth, CORS, request logs, JSON 404s.
+/// The whole app: state, CORS, request logs, the public routes, and every
+/// other path (the API and the JSON 404 alike) inside one scope that the key
+/// check wraps.
+///
+/// Why a scope: actix routes on the percent-decoded path, so a check that
+/// reads the raw path (`/%761/models`) can disagree with the route that
+/// runs. Here the key check runs exactly when the router did not pick a
+/// public route, whatever the spelling of the path: deny by default.
 pub fn app(
     state: ApiState,
 ) -> App<
@@ -89,13 +115,18 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let page_files = static_files::page_files(&state.config.web_dir);
     App::new()
         .app_data(web::Data::new(state))
-        .configure(configure)
-        .default_service(web::to(not_found))
+        .configure(|cfg| public(cfg, &page_files))
+        .service(
+            web::scope("")
+                .configure(protected)
+                .default_service(web::to(not_found))
+                .wrap(middleware::from_fn(super::middleware::auth)),
+        )
         // The last `wrap` runs first: log, then CORS (so preflights skip
-        // auth and 401s carry CORS headers), then auth.
-        .wrap(middleware::from_fn(super::middleware::auth))
+        // auth and 401s carry CORS headers).
         .wrap(middleware::from_fn(super::middleware::cors))
         .wrap(middleware::from_fn(super::middleware::log_requests))
 }

@@ -1,9 +1,10 @@
 //! The chat page's files from `web_dir`: `index.html` at `/`, and
 //! top-level files whose names and extensions are on a fixed allow-list
 //! (so no path can leave the folder: no `/`, no `..`, no dotfiles), with the
-//! content types ES modules need.
+//! content types ES modules need. [`page_files`] lists them at start-up; the
+//! router registers each as a public route of its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -62,11 +63,25 @@ pub async fn index(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError>
     serve(&state, "index.html").await
 }
 
-pub async fn file(
-    state: web::Data<ApiState>,
-    name: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn file(state: web::Data<ApiState>, name: String) -> Result<HttpResponse, ApiError> {
     serve(&state, &name).await
+}
+
+/// The files of `web_dir` the page may serve (plain names, known types),
+/// sorted. A missing or unreadable folder serves no files (`/` then answers
+/// 404); the API does not need the page.
+pub fn page_files(web_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(web_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| is_safe_name(name) && content_type(name).is_some())
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

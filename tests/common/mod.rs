@@ -259,6 +259,12 @@ impl Ws {
         Ws { r }
     }
 
+    /// A socket already upgraded by [`ws_handshake`] (on another path or
+    /// with a key in the query).
+    pub fn from_stream(r: BufReader<TcpStream>) -> Ws {
+        Ws { r }
+    }
+
     /// One masked client frame.
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         let mut frame = vec![0x80 | opcode];
