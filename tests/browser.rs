@@ -3,7 +3,10 @@
 //! model and drives `web/` in Debian's Chromium (tests/e2e/chat.test.mjs):
 //! a streamed answer with its stats, Stop, New chat, the history after a
 //! reload, an over-long prompt's error, recovery, and (on a canned stream)
-//! a reasoning model's thoughts collapsed under the answer. The script installs
+//! a reasoning model's thoughts collapsed under the answer; then, on a second
+//! server started with `--api-key` (tests/e2e/keys.test.mjs), the page's
+//! prompt for the key, a 401, a wrong key, the right one sent as a Bearer
+//! token and remembered after a reload. The script installs
 //! Chromium and playwright-core when missing; its screenshots land in
 //! `target/e2e-screenshots/`.
 

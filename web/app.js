@@ -17,6 +17,9 @@ const KEYS = {
   settings: 'wgserve.settings.v1',
   conversations: 'wgserve.conversations.v1',
   current: 'wgserve.current.v1',
+  // The server's API key, when it has one: kept in this browser only and
+  // sent as `Authorization: Bearer` (never in a URL).
+  apiKey: 'wgserve.apikey.v1',
 };
 const DEFAULTS = Object.freeze({ system: '', temperature: 0.7, top_p: 0.95, max_tokens: 512 });
 const LIMITS = { temperature: [0, 2], top_p: [0.05, 1], max_tokens: [1, 1048576] };
@@ -88,6 +91,7 @@ const state = {
   renaming: false,  // a history title is being edited: defer list re-renders
   historyStale: false,
   modelTimer: 0,
+  apiKey: '',       // see KEYS.apiKey
 };
 let ui = {};
 
@@ -125,6 +129,39 @@ function saveConversations() {
 
 function saveSettings() {
   store.set(KEYS.settings, state.settings);
+}
+
+function loadApiKey() {
+  const k = store.get(KEYS.apiKey, '');
+  return typeof k === 'string' ? k.trim() : '';
+}
+
+/** Headers every API call carries: the key, when one is set. */
+function authHeaders(extra = {}) {
+  return state.apiKey ? { ...extra, Authorization: `Bearer ${state.apiKey}` } : extra;
+}
+
+/** Stores a new key (empty clears it), updates both key fields, re-checks the server. */
+function setApiKey(key) {
+  state.apiKey = key.trim();
+  if (state.apiKey) store.set(KEYS.apiKey, state.apiKey);
+  else { try { localStorage.removeItem(KEYS.apiKey); } catch { /* storage off */ } }
+  ui.apiKey.value = state.apiKey;
+  ui.keyPromptInput.value = '';
+  loadModel();
+}
+
+/**
+ * The server refused the key (401): say so where the conversation is, with a
+ * field to enter the key, instead of failing every message. `why` is the
+ * server's own words.
+ */
+function askForKey(why) {
+  ui.keyPromptText.textContent = state.apiKey
+    ? `The server did not accept the saved API key: ${why} Enter the right key.`
+    : `This server needs an API key: ${why} Enter it to chat.`;
+  ui.keyPrompt.hidden = false;
+  ui.keyPromptInput.focus();
 }
 
 // ---------------------------------------------------------------- DOM helpers
@@ -440,6 +477,7 @@ function describeError(err) {
     default: break;
   }
   if (err.status === 400) return `The server rejected the request (400): ${msg}`;
+  if (err.status === 401) return `The server needs a valid API key (401): ${msg} Enter it above or under Settings.`;
   if (err.status === 429) {
     const ra = err.retryAfter;
     const when = ra ? (/^\d+$/.test(ra) ? ` Try again in ${ra} s.` : ` Try again after ${ra}.`) : ' Try again shortly.';
@@ -468,8 +506,14 @@ async function loadModel() {
   let status;
   let label;
   try {
-    const res = await fetch(API.models, { headers: { Accept: 'application/json' } });
-    if (res.ok) {
+    const res = await fetch(API.models, { headers: authHeaders({ Accept: 'application/json' }) });
+    if (res.status === 401) {
+      // No polling: nothing changes until a key is entered.
+      const text = await res.text().catch(() => '');
+      [status, label] = ['locked', 'API key needed'];
+      askForKey(errorMessage(text, 'a key is required.'));
+    } else if (res.ok) {
+      ui.keyPrompt.hidden = true;
       const j = await res.json();
       const id = j && Array.isArray(j.data) && j.data[0] && j.data[0].id;
       if (typeof id === 'string' && id) {
@@ -490,7 +534,7 @@ async function loadModel() {
   ui.modelName.textContent = label;
   ui.modelName.title = label;
   ui.model.dataset.status = status;
-  if (status !== 'ready') state.modelTimer = setTimeout(loadModel, MODEL_RETRY_MS);
+  if (status !== 'ready' && status !== 'locked') state.modelTimer = setTimeout(loadModel, MODEL_RETRY_MS);
 }
 
 /** Streams one answer into gen.msg; throws ChatError (or AbortError on stop). */
@@ -508,7 +552,7 @@ async function streamChat(gen, messages) {
   try {
     res = await fetch(API.chat, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
+      headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
       body: JSON.stringify(body),
       signal: gen.ctrl.signal,
     });
@@ -518,7 +562,9 @@ async function streamChat(gen, messages) {
   }
   if (!res.ok) {
     const text = await res.text().catch(() => '');
-    throw new ChatError('http', errorMessage(text, res.statusText || 'request failed'), res.status, res.headers.get('Retry-After'));
+    const why = errorMessage(text, res.statusText || 'request failed');
+    if (res.status === 401) askForKey(why);
+    throw new ChatError('http', why, res.status, res.headers.get('Retry-After'));
   }
   if (!res.body) throw new ChatError('protocol', 'The server sent no response body.');
 
@@ -709,9 +755,17 @@ function boot() {
     historyList: $('history-list'), historyEmpty: $('history-empty'), convTitle: $('conv-title'),
     menu: $('menu'), backdrop: $('backdrop'), srStatus: $('sr-status'), toast: $('toast'),
     confirm: $('confirm'), confirmText: $('confirm-text'), confirmOk: $('confirm-ok'), confirmCancel: $('confirm-cancel'),
+    apiKey: $('api-key'), keyPrompt: $('key-prompt'), keyPromptText: $('key-prompt-text'), keyPromptInput: $('key-prompt-input'),
   };
 
   state.settings = loadSettings();
+  state.apiKey = loadApiKey();
+  ui.apiKey.value = state.apiKey;
+  ui.apiKey.addEventListener('change', () => setApiKey(ui.apiKey.value));
+  ui.keyPrompt.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (ui.keyPromptInput.value.trim()) setApiKey(ui.keyPromptInput.value);
+  });
   state.convs = loadConversations();
   const currentId = store.get(KEYS.current, null);
   state.current = state.convs.find((c) => c.id === currentId) || newConversation();
