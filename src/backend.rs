@@ -114,6 +114,22 @@ pub struct ModelCard {
     pub created: u64,
 }
 
+impl ModelCard {
+    /// OpenAI's `system_fingerprint`: names the server build and the model
+    /// it serves (`wgserve-<version>-<hash of id and path>`), so a client
+    /// can tell when answers may change for reasons other than sampling.
+    /// Stable across restarts of the same build on the same model.
+    pub fn system_fingerprint(&self) -> String {
+        // FNV-1a, written out: std's hasher may change between Rust releases.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.id.bytes().chain([0]).chain(self.path.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("wgserve-{}-{:012x}", env!("CARGO_PKG_VERSION"), hash >> 16)
+    }
+}
+
 /// A point-in-time view of the runtime for `/metrics` and `/health`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MetricsSnapshot {
@@ -162,4 +178,41 @@ pub trait Backend: Send + Sync + 'static {
 
     /// True once the model is loaded and serving.
     fn ready(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(id: &str, path: &str) -> ModelCard {
+        ModelCard {
+            id: id.into(),
+            path: path.into(),
+            max_model_len: 2048,
+            adapters: Vec::new(),
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn system_fingerprint_names_the_build_and_the_model() {
+        let a = card("smol", "models/smol.gguf");
+        let fp = a.system_fingerprint();
+        assert!(
+            fp.starts_with(concat!("wgserve-", env!("CARGO_PKG_VERSION"), "-")),
+            "{fp}"
+        );
+        // The same model gives the same fingerprint whatever else differs.
+        let mut later = a.clone();
+        later.created = 99;
+        later.max_model_len = 512;
+        assert_eq!(later.system_fingerprint(), fp);
+        assert_ne!(card("other", "models/smol.gguf").system_fingerprint(), fp);
+        assert_ne!(card("smol", "models/other.gguf").system_fingerprint(), fp);
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(
+            card("ab", "c").system_fingerprint(),
+            card("a", "bc").system_fingerprint()
+        );
+    }
 }

@@ -257,10 +257,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         (None, Some(c), None) => {
             let tok = need_tokenizer()?;
             let text = engine.chat_format.render(
-                &[ChatMessage {
-                    role: "user".into(),
-                    content: c.clone(),
-                }],
+                &[ChatMessage::new("user", c.clone())],
                 true,
                 tok.bos_token().unwrap_or(""),
                 tok.eos_token().unwrap_or(""),

@@ -126,6 +126,7 @@ async fn play(
         prompt_tokens: 5,
         completion_tokens,
         cached_tokens: 2,
+        reasoning_tokens: 0,
     };
     let send = |ev: Event| tx.send(ev).is_ok();
     let pause = |ms: u64| {
@@ -349,7 +350,8 @@ fn chat_completion_has_openai_shape() {
     assert_eq!(
         v["usage"],
         json!({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
-               "prompt_tokens_details": {"cached_tokens": 2}})
+               "prompt_tokens_details": {"cached_tokens": 2},
+               "completion_tokens_details": {"reasoning_tokens": 0}})
     );
     // The backend got the chat as messages.
     let sub = s.mock.submissions();

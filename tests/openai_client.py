@@ -4,8 +4,10 @@ Run by scripts/test-openai (which starts the server):
     python tests/openai_client.py http://127.0.0.1:PORT/v1
 
 Checks a streamed chat with usage, a whole chat, a greedy text completion
-("Paris"), and that bad requests raise the client's own error classes.
-Exits non-zero on the first failure.
+("Paris"), system_fingerprint on responses and every chunk, reasoning_tokens
+(0: the default model does not reason), messages with `name` and an
+assistant turn with content None, models.retrieve, and that bad requests
+raise the client's own error classes. Exits non-zero on the first failure.
 """
 
 import sys
@@ -36,10 +38,11 @@ def main(base_url):
         max_tokens=8,
         temperature=0,
     )
-    text, roles, finish, usage, chunks = "", [], None, None, 0
+    text, roles, finish, usage, chunks, fingerprints = "", [], None, None, 0, set()
     for chunk in stream:
         chunks += 1
         check(chunk.object == "chat.completion.chunk", f"chunk object: {chunk}")
+        fingerprints.add(chunk.system_fingerprint)
         if chunk.usage is not None:
             check(chunk.choices == [], f"the usage chunk has no choices: {chunk}")
             usage = chunk.usage
@@ -57,13 +60,45 @@ def main(base_url):
     check(usage is not None, "usage present")
     check(usage.completion_tokens == 8, f"8 completion tokens: {usage}")
     check(usage.total_tokens == usage.prompt_tokens + 8, f"usage adds up: {usage}")
+    check(
+        usage.completion_tokens_details is not None
+        and usage.completion_tokens_details.reasoning_tokens == 0,
+        f"reasoning_tokens 0 for a model that does not reason: {usage}",
+    )
+    check(len(fingerprints) == 1 and None not in fingerprints, f"one fingerprint on every chunk: {fingerprints}")
+    fingerprint = fingerprints.pop()
     print(f"chat stream ok: {chunks} chunks, {text!r}, {usage.prompt_tokens}+{usage.completion_tokens} tokens")
 
     whole = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
     check(whole.choices[0].message.role == "assistant", f"role: {whole}")
     check(whole.choices[0].message.content == text, f"greedy whole == streamed: {whole.choices[0].message.content!r} vs {text!r}")
     check(whole.choices[0].finish_reason == "length", f"finish: {whole}")
-    print("chat ok")
+    check(whole.system_fingerprint == fingerprint, f"fingerprint {whole.system_fingerprint} == {fingerprint}")
+    check(whole.usage.completion_tokens_details.reasoning_tokens == 0, f"reasoning_tokens: {whole.usage}")
+    print(f"chat ok (system_fingerprint {fingerprint})")
+
+    # What OpenAI's clients send back after a tool call: named participants
+    # and an assistant turn whose content is None.
+    named = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": "You are brief.", "name": "rules"},
+            {"role": "user", "content": "Greet Ann.", "name": "bob"},
+            {"role": "assistant", "content": None, "name": "helper"},
+            {"role": "user", "content": "Now greet me.", "name": "bob"},
+        ],
+        max_tokens=2,
+        temperature=0,
+    )
+    check(named.usage.completion_tokens == 2, f"names and content None accepted: {named}")
+    print("messages with name and assistant content None ok")
+
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": None}], max_tokens=2)
+        raise AssertionError("a user message with content None was accepted")
+    except openai.BadRequestError as e:
+        check(e.param == "messages[0].content", f"names messages[0].content: {e.param} ({e})")
+    print("user content None raises BadRequestError ok")
 
     done = client.completions.create(
         model=model, prompt="The capital of France is", max_tokens=4, temperature=0
@@ -72,6 +107,12 @@ def main(base_url):
     check(choice.text.startswith(" Paris"), f"text starts with ' Paris': {choice.text!r}")
     check(choice.finish_reason == "length", f"finish_reason length: {choice.finish_reason}")
     check(done.usage is not None and done.usage.completion_tokens == 4, f"usage: {done.usage}")
+    check(done.system_fingerprint == fingerprint, f"completion fingerprint: {done.system_fingerprint}")
+    streamed = client.completions.create(
+        model=model, prompt="The capital of France is", max_tokens=2, temperature=0, stream=True
+    )
+    prints = {chunk.system_fingerprint for chunk in streamed}
+    check(prints == {fingerprint}, f"completion chunks' fingerprints: {prints}")
     print(f"completion ok: {choice.text!r}")
 
     try:
@@ -88,6 +129,15 @@ def main(base_url):
     except openai.NotFoundError as e:
         check(e.code == "model_not_found", f"code model_not_found: {e.code} ({e})")
     print("unknown model raises NotFoundError ok")
+
+    card = client.models.retrieve(model)
+    check(card.id == model, f"models.retrieve gives the model: {card}")
+    try:
+        client.models.retrieve("no-such-model")
+        raise AssertionError("models.retrieve of an unknown id succeeded")
+    except openai.NotFoundError:
+        pass
+    print("models.retrieve ok")
 
 
 if __name__ == "__main__":

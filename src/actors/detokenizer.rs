@@ -5,7 +5,8 @@
 //! It sees tokens only as the Scheduler reports them and may not touch the
 //! Scheduler's state: when it sees a stop string it asks the Scheduler to
 //! finish the sequence, and sends the final event when the Scheduler says the
-//! sequence is done.
+//! sequence is done, with the count of tokens that went to reasoning added to
+//! the usage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,12 +93,67 @@ impl StopMatcher {
     }
 }
 
+/// Counts the tokens of one output that went to reasoning, from what the
+/// reasoning parser made of each token's text: reasoning, answer, or
+/// nothing yet (markup such as `<think>` or harmony's channel headers, half
+/// a character, text held back while it may be a tag). A token that shows
+/// nothing counts as reasoning when reasoning comes right before or right
+/// after it, so everything a model writes before its answer starts, markup
+/// included, is reasoning, and `completion_tokens - reasoning_tokens` is the
+/// answer (with its end token).
+#[derive(Debug, Clone, Default)]
+pub struct ReasoningTally {
+    reasoning: usize,
+    /// Tokens since the last one that showed text.
+    pending: usize,
+    /// Whether the last text shown was reasoning.
+    after_reasoning: bool,
+}
+
+impl ReasoningTally {
+    /// One token's share of the output: whether the parser gave reasoning
+    /// and whether it gave answer text for it.
+    pub fn token(&mut self, reasoning: bool, answer: bool) {
+        self.shown(reasoning, answer);
+        if reasoning {
+            self.reasoning += 1;
+        } else if !answer {
+            self.pending += 1;
+        }
+    }
+
+    /// Text the parser let out (for a token, or at the end of the output,
+    /// what it held back): settles the tokens that showed nothing before it.
+    pub fn shown(&mut self, reasoning: bool, answer: bool) {
+        if reasoning || (answer && self.after_reasoning) {
+            self.reasoning += self.pending;
+        }
+        if reasoning || answer {
+            self.pending = 0;
+            // A piece with both ends the reasoning.
+            self.after_reasoning = reasoning && !answer;
+        }
+    }
+
+    /// The count once the output ended.
+    pub fn total(&self) -> usize {
+        self.reasoning
+            + if self.after_reasoning {
+                self.pending
+            } else {
+                0
+            }
+    }
+}
+
 /// One sequence's output side.
 struct Stream {
     decoder: IncrementalDecoder,
     /// A reasoning model's chat: splits reasoning from the answer (and, for
     /// harmony, removes the channel markup) before stop strings are sought.
     reasoning: Option<ReasoningParser>,
+    /// Tokens that went to reasoning (stays 0 without a parser).
+    tally: ReasoningTally,
     matcher: StopMatcher,
     sender: UnboundedSender<Event>,
     /// Tokens whose text was sent (up to and including the one that
@@ -156,6 +212,9 @@ impl Detokenizer {
         let (piece, reasoning) = match &mut stream.reasoning {
             Some(parser) => {
                 let d = parser.push(&piece);
+                stream
+                    .tally
+                    .token(!d.reasoning.is_empty(), !d.content.is_empty());
                 (d.content, d.reasoning)
             }
             None => (piece, String::new()),
@@ -186,6 +245,9 @@ impl Detokenizer {
             if let Some(parser) = &mut stream.reasoning {
                 let mut d = parser.push(&tail);
                 d.merge(parser.finish());
+                stream
+                    .tally
+                    .shown(!d.reasoning.is_empty(), !d.content.is_empty());
                 tail = d.content;
                 reasoning = d.reasoning;
             }
@@ -215,6 +277,7 @@ impl Detokenizer {
         } else {
             reason
         };
+        usage.reasoning_tokens = stream.tally.total();
         stream.send(Event::Finished { reason, usage });
     }
 }
@@ -236,6 +299,7 @@ impl Handler<Register> for Detokenizer {
                     !out.keep_special && out.reasoning != Some(ReasoningFormat::Harmony),
                 ),
                 reasoning: out.reasoning.map(ReasoningParser::new),
+                tally: ReasoningTally::default(),
                 matcher: StopMatcher::new(&out.stop),
                 sender: out.sender,
                 tokens: 0,
@@ -305,6 +369,54 @@ mod tests {
         }
         out.push_str(&m.flush());
         (out, false)
+    }
+
+    /// Feeds one output's tokens as (reasoning?, answer?) pairs, then what
+    /// the parser let out at the end; returns the reasoning count.
+    fn tally(tokens: &[(bool, bool)], end: (bool, bool)) -> usize {
+        let mut t = ReasoningTally::default();
+        for &(r, a) in tokens {
+            t.token(r, a);
+        }
+        t.shown(end.0, end.1);
+        t.total()
+    }
+
+    const R: (bool, bool) = (true, false);
+    const A: (bool, bool) = (false, true);
+    const NONE: (bool, bool) = (false, false);
+    const BOTH: (bool, bool) = (true, true);
+
+    #[test]
+    fn reasoning_count_covers_everything_before_the_answer() {
+        // `<think>` a b `</think>` `\n\n` Answer end-token
+        assert_eq!(tally(&[NONE, R, R, NONE, NONE, A, NONE], NONE), 5);
+        // harmony: `<|channel|>` analysis `<|message|>` a `<|end|>` `<|start|>`
+        // assistant `<|channel|>` final `<|message|>` Answer `<|return|>`
+        let harmony = [
+            NONE, NONE, NONE, R, NONE, NONE, NONE, NONE, NONE, NONE, A, NONE,
+        ];
+        assert_eq!(tally(&harmony, NONE), 10);
+        // A token whose text both ends the reasoning and starts the answer.
+        assert_eq!(tally(&[R, BOTH, A], NONE), 2);
+    }
+
+    #[test]
+    fn reasoning_count_is_zero_without_reasoning() {
+        assert_eq!(tally(&[NONE, A, A, NONE], NONE), 0);
+        assert_eq!(tally(&[NONE, NONE], A), 0);
+        assert_eq!(tally(&[], NONE), 0);
+    }
+
+    #[test]
+    fn reasoning_cut_short_counts_every_token() {
+        // Stopped at max_tokens inside the reasoning; the last tokens' text
+        // is only let out at the end (`</thi` might have been a tag).
+        assert_eq!(tally(&[NONE, R, R, NONE, NONE], R), 5);
+        assert_eq!(tally(&[R, NONE], NONE), 2);
+        // Held-back text that turned out to be answer text.
+        assert_eq!(tally(&[R, NONE], A), 2);
+        assert_eq!(tally(&[A, NONE], A), 0);
     }
 
     #[test]

@@ -262,7 +262,8 @@ async fn streams_whole_characters_and_finishes_at_max_tokens() {
             Usage {
                 prompt_tokens: 1,
                 completion_tokens: 20,
-                cached_tokens: 0
+                cached_tokens: 0,
+                reasoning_tokens: 0,
             }
         )
     );
@@ -498,11 +499,12 @@ impl Handler<super::messages::StopSequence> for StopSink {
 
 /// Streams `text`'s tokens one per step through a Detokenizer that splits
 /// reasoning as `format` says, with the stop string "STOP"; returns the
-/// (answer, reasoning) the request's channel got.
+/// (answer, reasoning) the request's channel got and the usage's count of
+/// reasoning tokens.
 async fn detokenize_reasoning(
     format: crate::tokenizer::ReasoningFormat,
     text: &str,
-) -> (String, String) {
+) -> (String, String, usize) {
     use super::detokenizer::Detokenizer;
     use super::messages::{Emit, OutputSpec, Register};
     use crate::scheduler::SeqEvent;
@@ -534,6 +536,7 @@ async fn detokenize_reasoning(
     }];
     detok.send(Emit { events }).await.unwrap();
     let (mut answer, mut reasoning) = (String::new(), String::new());
+    let mut reasoning_tokens = None;
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Delta {
@@ -542,24 +545,38 @@ async fn detokenize_reasoning(
                 answer.push_str(&text);
                 reasoning.push_str(&r);
             }
-            Event::Finished { reason, .. } => {
+            Event::Finished { reason, usage } => {
                 assert_eq!(reason, FinishReason::Stop);
+                reasoning_tokens = Some(usage.reasoning_tokens);
                 break;
             }
             Event::Error(e) => panic!("{e}"),
         }
     }
-    (answer, reasoning)
+    (
+        answer,
+        reasoning,
+        reasoning_tokens.expect("a Finished event"),
+    )
+}
+
+/// How many tokens `text` encodes to: what a reasoning count should be
+/// when `text` is everything the model wrote before its answer.
+fn token_count(text: &str) -> usize {
+    harmony_tokenizer().encode(text, false).unwrap().len()
 }
 
 /// A harmony chat's tokens, one per step: the Detokenizer sends the
 /// analysis channel as reasoning and the final channel as the answer, no
-/// markup in either, and applies stop strings to the answer only.
+/// markup in either, and applies stop strings to the answer only. Every
+/// token before the answer, channel markup included, counts as reasoning.
 #[actix_rt::test]
 async fn harmony_output_splits_into_reasoning_and_answer() {
     use crate::tokenizer::ReasoningFormat;
-    let text = "<|channel|>analysis<|message|>STOP is not a stop here: <|x|>.<|end|>\
-                <|start|>assistant<|channel|>final<|message|>It is <4>. STOP now<|return|>";
+    let before_answer = "<|channel|>analysis<|message|>STOP is not a stop here: <|x|>.<|end|>\
+                         <|start|>assistant<|channel|>final<|message|>";
+    let text = format!("{before_answer}It is <4>. STOP now<|return|>");
+    let text = text.as_str();
     assert!(
         harmony_tokenizer()
             .encode(text, false)
@@ -567,13 +584,23 @@ async fn harmony_output_splits_into_reasoning_and_answer() {
             .contains(&259),
         "markup is parsed as special tokens"
     );
-    let (answer, reasoning) = detokenize_reasoning(ReasoningFormat::Harmony, text).await;
+    let (answer, reasoning, count) = detokenize_reasoning(ReasoningFormat::Harmony, text).await;
     assert_eq!(reasoning, "STOP is not a stop here: <|x|>.");
     assert_eq!(answer, "It is <4>. ");
+    assert_eq!(count, token_count(before_answer));
+    // An answer on the final channel alone has no reasoning tokens.
+    let direct = "<|channel|>final<|message|>Four.<|return|>";
+    let (answer, reasoning, count) = detokenize_reasoning(ReasoningFormat::Harmony, direct).await;
+    assert_eq!(
+        (answer.as_str(), reasoning.as_str(), count),
+        ("Four.", "", 0)
+    );
 }
 
 /// `<think>` reasoning (Qwen 3, DeepSeek-R1), the tags written as plain
-/// text, split the same way, from the start or from inside the reasoning.
+/// text, split the same way, from the start or from inside the reasoning;
+/// the tokens up to the answer (tags and the blank line included) count as
+/// reasoning.
 #[actix_rt::test]
 async fn think_tags_split_into_reasoning_and_answer() {
     use crate::tokenizer::ReasoningFormat;
@@ -581,12 +608,22 @@ async fn think_tags_split_into_reasoning_and_answer() {
         starts_inside: false,
     };
     let text = "<think>\nSTOP? Not here.\n</think>\n\nFour. STOP";
-    let (answer, reasoning) = detokenize_reasoning(qwen, text).await;
+    let (answer, reasoning, count) = detokenize_reasoning(qwen, text).await;
     assert_eq!(reasoning, "\nSTOP? Not here.\n");
     assert_eq!(answer, "Four. ");
+    assert_eq!(count, token_count("<think>\nSTOP? Not here.\n</think>\n\n"));
+    let (answer, reasoning, count) = detokenize_reasoning(qwen, "  Four.").await;
+    assert_eq!(
+        (answer.as_str(), reasoning.as_str(), count),
+        ("Four.", "", 0)
+    );
     let r1 = ReasoningFormat::Think {
         starts_inside: true,
     };
-    let (answer, reasoning) = detokenize_reasoning(r1, "hmm, 2+2</think>4").await;
+    let (answer, reasoning, count) = detokenize_reasoning(r1, "hmm, 2+2</think>4").await;
     assert_eq!((answer.as_str(), reasoning.as_str()), ("4", "hmm, 2+2"));
+    assert_eq!(count, token_count("hmm, 2+2</think>"));
+    // Cut off while thinking: every token is reasoning.
+    let (_, _, count) = detokenize_reasoning(r1, "still thinking</thi").await;
+    assert_eq!(count, token_count("still thinking</thi"));
 }

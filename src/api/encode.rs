@@ -1,7 +1,7 @@
 //! Backend events to OpenAI JSON: the stream chunks (shared by SSE and the
 //! WebSocket, which only wrap them differently) and the whole, non-streamed
-//! response. Owns the per-request bookkeeping this needs: the response id,
-//! the usage of each choice, token texts for logprobs, text offsets.
+//! response. Owns the per-request bookkeeping this needs: the response id
+//! and system fingerprint, the usage of each choice, token texts for logprobs, text offsets.
 
 use std::sync::Arc;
 
@@ -39,6 +39,8 @@ pub struct Encoder {
     id: String,
     created: u64,
     model: String,
+    /// `system_fingerprint`, the same on the response and every chunk.
+    fingerprint: String,
     /// Choices per prompt: usage counts each prompt once, not `n` times.
     n: usize,
     num_choices: usize,
@@ -72,6 +74,7 @@ impl Encoder {
             id: response_id(job.endpoint),
             created: unix_now(),
             model,
+            fingerprint: backend.model().system_fingerprint(),
             n: job.n,
             num_choices,
             include_usage: job.include_usage,
@@ -98,6 +101,7 @@ impl Encoder {
                 usage.prompt_tokens_details.cached_tokens += u.cached_tokens;
             }
             usage.completion_tokens += u.completion_tokens;
+            usage.completion_tokens_details.reasoning_tokens += u.reasoning_tokens;
         }
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
         usage
@@ -113,6 +117,7 @@ impl Encoder {
             object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
+            system_fingerprint: &self.fingerprint,
             choices,
             usage,
         })
@@ -124,6 +129,7 @@ impl Encoder {
             object: "text_completion",
             created: self.created,
             model: &self.model,
+            system_fingerprint: &self.fingerprint,
             choices,
             usage,
         })
@@ -305,6 +311,7 @@ impl Encoder {
                 object: "chat.completion",
                 created: self.created,
                 model: self.model.clone(),
+                system_fingerprint: self.fingerprint.clone(),
                 choices: choices
                     .into_iter()
                     .enumerate()
@@ -329,6 +336,7 @@ impl Encoder {
                 object: "text_completion",
                 created: self.created,
                 model: &self.model,
+                system_fingerprint: &self.fingerprint,
                 choices: choices
                     .into_iter()
                     .enumerate()

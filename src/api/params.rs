@@ -542,7 +542,8 @@ fn parse_stop(v: Option<Value>) -> Result<Vec<String>, ApiError> {
 }
 
 /// Parses chat `messages`: roles system (or developer), user, assistant;
-/// content a string or an array of text parts.
+/// content a string or an array of text parts (an assistant's may be null
+/// or absent: empty); an optional participant `name`.
 pub fn parse_messages(v: Value) -> Result<Vec<ChatMessage>, ApiError> {
     let Value::Array(items) = v else {
         return Err(ApiError::invalid(
@@ -595,11 +596,23 @@ fn parse_message(i: usize, item: Value) -> Result<ChatMessage, ApiError> {
             ))
         }
     };
-    let content = match f.take("content") {
+    let content = match f.map.remove("content") {
+        // OpenAI's clients send `content: null` for an assistant turn that
+        // only called tools, and some for an empty turn: it is empty text.
+        None | Some(Value::Null) if role == "assistant" => String::new(),
         None => {
             return Err(ApiError::invalid(
                 format!("{at}.content"),
                 format!("`{at}.content` is required."),
+            ))
+        }
+        Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                format!("{at}.content"),
+                format!(
+                    "`{at}.content` must be a string or an array of text parts, not null \
+                     (only assistant messages may leave it empty)."
+                ),
             ))
         }
         Some(Value::String(s)) => s,
@@ -608,9 +621,15 @@ fn parse_message(i: usize, item: Value) -> Result<ChatMessage, ApiError> {
             return Err(f.wrong_type("content", "a string or an array of text parts", &other))
         }
     };
+    // A participant name, allowed on every role; templates may use it.
+    let name = f.string("name")?;
     f.drop_if_harmless("tool_calls", |v| v.as_array().is_some_and(Vec::is_empty));
     f.finish()?;
-    Ok(ChatMessage { role, content })
+    Ok(ChatMessage {
+        role,
+        content,
+        name,
+    })
 }
 
 /// Joins `[{"type":"text","text":...}]` parts with newlines (vLLM's rule).
@@ -933,8 +952,21 @@ mod tests {
                 "messages[0].content",
             ),
             (
-                json!({"messages": [{"role": "user", "content": "x", "name": "a"}]}),
+                json!({"messages": [{"role": "user", "content": "x", "name": 5}]}),
                 "messages[0].name",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": null}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "system", "content": null}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"messages": [{"role": "assistant", "content": null,
+                                     "tool_calls": [{"id": "c", "type": "function"}]}]}),
+                "messages[0].tool_calls",
             ),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),
@@ -951,6 +983,35 @@ mod tests {
             assert_eq!(err.status, 400, "{body}");
             assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);
         }
+    }
+
+    /// OpenAI accepts `name` on any message and `content: null` on an
+    /// assistant turn (what its clients send back after a tool call).
+    #[test]
+    fn names_and_an_assistant_without_content_are_accepted() {
+        let job = chat(json!({"messages": [
+            {"role": "system", "content": "Be brief.", "name": "rules"},
+            {"role": "user", "content": "Hi", "name": "alice"},
+            {"role": "assistant", "content": null, "name": "bot", "tool_calls": []},
+            {"role": "assistant"},
+            {"role": "user", "content": "Again", "name": null},
+        ]}))
+        .unwrap();
+        let PromptInput::Chat(msgs) = &job.prompts[0] else {
+            panic!()
+        };
+        assert_eq!(
+            msgs[..],
+            [
+                ChatMessage::new("system", "Be brief.").with_name("rules"),
+                ChatMessage::new("user", "Hi").with_name("alice"),
+                ChatMessage::new("assistant", "").with_name("bot"),
+                ChatMessage::new("assistant", ""),
+                ChatMessage::new("user", "Again"),
+            ]
+        );
+        let err = chat(json!({"messages": [{"role": "user", "content": null}]})).unwrap_err();
+        assert!(err.message.contains("not null"), "{}", err.message);
     }
 
     #[test]

@@ -13,12 +13,22 @@ pub struct Usage {
     pub completion_tokens: usize,
     pub total_tokens: usize,
     pub prompt_tokens_details: PromptTokensDetails,
+    pub completion_tokens_details: CompletionTokensDetails,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct PromptTokensDetails {
     /// Prompt tokens whose KV came from the prefix cache.
     pub cached_tokens: usize,
+}
+
+/// Always present, as OpenAI sends it for every model: `reasoning_tokens`
+/// is 0 for a model that does not reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens spent on reasoning (`reasoning_content`), which
+    /// are part of `completion_tokens`.
+    pub reasoning_tokens: usize,
 }
 
 /// `usage` on a stream chunk: absent without `include_usage`; with it,
@@ -32,6 +42,8 @@ pub struct ChatCompletion {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    /// The server build and model that answered (`ModelCard::system_fingerprint`).
+    pub system_fingerprint: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
 }
@@ -63,6 +75,8 @@ pub struct ChatChunk<'a> {
     pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
+    /// The server build and model that answered (`ModelCard::system_fingerprint`).
+    pub system_fingerprint: &'a str,
     pub choices: Vec<ChatChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: ChunkUsage,
@@ -118,6 +132,8 @@ pub struct TextCompletion<'a> {
     pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
+    /// The server build and model that answered (`ModelCard::system_fingerprint`).
+    pub system_fingerprint: &'a str,
     pub choices: Vec<TextChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: ChunkUsage,

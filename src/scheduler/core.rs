@@ -140,6 +140,10 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Prompt tokens whose KV came from the prefix cache.
     pub cached_tokens: usize,
+    /// Completion tokens that went to a reasoning model's thinking. The
+    /// Scheduler sees only ids and leaves it 0; the Detokenizer, which
+    /// splits reasoning from the answer, fills it in.
+    pub reasoning_tokens: usize,
 }
 
 /// Counters for metrics.
@@ -187,6 +191,7 @@ impl Sequence {
             prompt_tokens: self.prompt_len,
             completion_tokens: self.tokens.len() - self.prompt_len,
             cached_tokens: self.cached_tokens.unwrap_or(0),
+            reasoning_tokens: 0,
         }
     }
 

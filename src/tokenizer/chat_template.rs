@@ -41,11 +41,17 @@ pub enum TemplateError {
 }
 
 /// One message of a chat: `role` is `system`, `user`, `assistant` (or
-/// whatever else the template accepts), `content` its text.
+/// whatever else the template accepts), `content` its text, `name` the
+/// optional participant name OpenAI allows on any message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// Absent from the template's message dict when `None`, as in
+    /// HuggingFace's `apply_chat_template`, so `message.name is defined`
+    /// tests work; templates that never look at it are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -53,7 +59,13 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            name: None,
         }
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 }
 
@@ -469,6 +481,26 @@ mod tests {
         let t = ChatTemplate::new("{{ strftime_now('%Y') }}").unwrap();
         let year: i64 = t.render(&[], false, "", "").unwrap().parse().unwrap();
         assert!(year >= 2024);
+    }
+
+    /// A message's `name` reaches the template only when it was given; the
+    /// ChatML fallback, like most templates, ignores it.
+    #[test]
+    fn name_is_passed_to_the_template_when_given() {
+        let src = "{% for m in messages %}{{ m.role }}\
+                   {% if m.name is defined %}({{ m.name }}){% endif %}: {{ m.content }}\n{% endfor %}";
+        let t = ChatTemplate::new(src).unwrap();
+        let msgs = [user("hi").with_name("alice"), user("yo")];
+        assert_eq!(
+            t.render(&msgs, false, "", "").unwrap(),
+            "user(alice): hi\nuser: yo\n"
+        );
+        assert_eq!(
+            ChatTemplate::chatml()
+                .render(&msgs[..1], false, "", "")
+                .unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n"
+        );
     }
 
     #[test]
