@@ -6,13 +6,18 @@ export XDG_RUNTIME_DIR ?= /tmp/wgserve-xdg-$(shell id -u)
 
 CHAT ?= What is the capital of France? Answer in one sentence.
 
-.PHONY: setup serve chat build test bench e2e fmt lint xdg
+.PHONY: setup setup-test serve chat build test bench e2e fmt lint xdg
 
 xdg:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
 
+# What serving needs: a Vulkan driver and the default model.
 setup: xdg
 	@scripts/setup
+
+# That, plus the tools only the tests use (curl, python3-venv, Node.js >= 20, Chromium).
+setup-test: xdg
+	@scripts/setup --test
 
 build: setup
 	$(CARGO) build --release
@@ -32,7 +37,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: setup
+test: setup-test
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test

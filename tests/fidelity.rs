@@ -1,5 +1,5 @@
 //! Fidelity of the default model against llama.cpp's reference output
-//! (`../shared/reference/smollm2-greedy.json`), through the real kernels on
+//! (`tests/data/smollm2-greedy.json`), through the real kernels on
 //! the real Vulkan device:
 //! - teacher-forced: every prompt plus llama.cpp's ids in one pass; our top-1
 //!   equals llama.cpp's wherever its top-2 margin exceeds 0.05, and our
@@ -33,7 +33,7 @@ struct Case {
 }
 
 fn load_reference() -> Vec<Case> {
-    let path = reference::reference_dir().join("smollm2-greedy.json");
+    let path = reference::data_dir().join("smollm2-greedy.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reference {} missing: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap();

@@ -1,5 +1,5 @@
 //! gpt-oss against HuggingFace transformers: a tiny random gpt-oss
-//! (`../shared/reference/gpt-oss-tiny`, 4 layers alternating sliding-window
+//! (`tests/data/gpt-oss-tiny`, 4 layers alternating sliding-window
 //! and full attention with sinks, 4 experts with 2 per token, YaRN RoPE) run
 //! from its GGUF forms must give transformers' float32 logits within 1e-4,
 //! its greedy continuation exactly, and the same logits decoding one token
@@ -24,13 +24,17 @@ use wgserve::scheduler::{BatchInput, SampleRow, Scheduler, SeqEvent, SeqRequest}
 const TOL: f32 = 1e-4;
 
 fn reference_dir() -> PathBuf {
-    reference::reference_dir().join("gpt-oss-tiny")
+    reference::data_dir().join("gpt-oss-tiny")
 }
 
 fn json(rel: &str) -> Value {
     let path = reference_dir().join(rel);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the shared reference files)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (tests/data, part of the repository)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).expect("valid JSON")
 }
 

@@ -66,7 +66,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 /// The reference prompts plus two more: eight in all.
 fn prompts() -> Vec<String> {
-    let path = reference::reference_dir().join("smollm2-greedy.json");
+    let path = reference::data_dir().join("smollm2-greedy.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("the reference file {} is missing: {e}", path.display()));
     let json: Value = serde_json::from_str(&text).expect("the reference file is JSON");

@@ -1,6 +1,6 @@
 //! The tokenizer and chat template against the real default model
 //! (SmolLM2-135M-Instruct, byte-level BPE with the `smollm` pre-tokenizer)
-//! and llama.cpp's reference token ids in `../shared/reference/`.
+//! and llama.cpp's reference token ids in `tests/data/`.
 
 #[path = "common/reference.rs"]
 mod reference;
@@ -30,11 +30,11 @@ fn tokenizer() -> &'static Tokenizer {
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
     REF.get_or_init(|| {
-        let path = reference::reference_dir().join("smollm2-greedy.json");
+        let path = reference::data_dir().join("smollm2-greedy.json");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "the reference file {} is missing ({e}); it lives in the shared reference \
-                 directory next to the repository (../shared/reference/)",
+                "the reference file {} is missing ({e}); it is part of the repository \
+                 (tests/data/)",
                 path.display()
             )
         });

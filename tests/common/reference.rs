@@ -1,27 +1,17 @@
-//! Where the shared reference outputs live: `$WGSERVE_REFERENCE_DIR` when set,
-//! else `../shared/reference` next to the repository, else
-//! `/work/shared/reference`. A missing directory fails the test that needs it,
-//! with a message saying where it looked.
+//! Where the recorded reference outputs live: `tests/data/` in this
+//! repository (llama.cpp's greedy outputs for the default model, transformers'
+//! logits for the tiny gpt-oss fixtures; `tests/data/README.md` says where
+//! each came from). Tests read them from nowhere else, so a fresh clone in
+//! any folder has everything it needs.
 
 use std::path::PathBuf;
 
-pub fn reference_dir() -> PathBuf {
-    let candidates: Vec<PathBuf> = std::env::var_os("WGSERVE_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"),
-            PathBuf::from("/work/shared/reference"),
-        ])
-        .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_dir())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the shared reference directory is missing; looked in {candidates:?} \
-                 (set WGSERVE_REFERENCE_DIR)"
-            )
-        })
+pub fn data_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    assert!(
+        dir.is_dir(),
+        "the reference data directory {} is missing (it is part of the repository)",
+        dir.display()
+    );
+    dir
 }
