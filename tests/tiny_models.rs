@@ -4,7 +4,10 @@
 //! q/k RMSNorm), run through the real engine on the Vulkan device and
 //! compared, logits at every position, against a plain f64 forward pass over
 //! the same (dequantized) weights. This covers architectures and weight types
-//! the default model does not use.
+//! the default model does not use. The same weights as HuggingFace
+//! directories (one safetensors file or two shards under an index; llama,
+//! qwen2, qwen3, and a Mistral with and without its sliding window) give
+//! the GGUF's logits.
 
 use rand::{Rng, SeedableRng};
 use wgserve::engine::{Engine, EngineConfig};
@@ -209,6 +212,17 @@ fn rope(x: &mut [f64], pos: usize, neox: bool, factors: Option<&Vec<f64>>) {
 
 /// Logits at every position of `ids`.
 fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
+    reference_windowed(f, ids, neox, None)
+}
+
+/// Logits at every position of `ids`, each position attending to at most
+/// `window` positions (itself included) when a window is given.
+fn reference_windowed(
+    f: &GgufFile,
+    ids: &[u32],
+    neox: bool,
+    window: Option<usize>,
+) -> Vec<Vec<f64>> {
     let embd = t(f, "token_embd.weight");
     let factors = opt(f, "rope_freqs.weight");
     let mut xs: Vec<Vec<f64>> = ids
@@ -260,7 +274,8 @@ fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
             for h in 0..HEADS {
                 let kh = h / (HEADS / KV_HEADS);
                 let q = &qs[p][h * HD..(h + 1) * HD];
-                let sc: Vec<f64> = (0..=p)
+                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let sc: Vec<f64> = (lo..=p)
                     .map(|j| {
                         q.iter()
                             .zip(&ks[j][kh * HD..(kh + 1) * HD])
@@ -272,7 +287,7 @@ fn reference(f: &GgufFile, ids: &[u32], neox: bool) -> Vec<Vec<f64>> {
                 let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
                 let z: f64 = e.iter().sum();
-                for (j, ej) in e.iter().enumerate() {
+                for (j, ej) in (lo..).zip(&e) {
                     for i in 0..HD {
                         att[h * HD + i] += ej / z * vs[j][kh * HD + i];
                     }
@@ -455,6 +470,19 @@ fn tiny_qwen3_with_per_head_qk_norm_matches_reference() {
 /// tensor names, llama's q/k rows back in HF's rotate-half order, and a
 /// `config.json`.
 fn write_hf_dir(gguf: &std::path::Path, dir: &std::path::Path, spec: &Spec) {
+    write_hf_dir_as(gguf, dir, spec, 1, serde_json::json!({}));
+}
+
+/// [`write_hf_dir`] with the tensors spread over `shards` files named by a
+/// `model.safetensors.index.json` (as large checkpoints are published) when
+/// `shards > 1`, and `config` keys over the generated ones.
+fn write_hf_dir_as(
+    gguf: &std::path::Path,
+    dir: &std::path::Path,
+    spec: &Spec,
+    shards: usize,
+    config: serde_json::Value,
+) {
     use safetensors::{tensor::TensorView, Dtype};
     let f = GgufFile::open(gguf).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -512,26 +540,52 @@ fn write_hf_dir(gguf: &std::path::Path, dir: &std::path::Path, spec: &Spec) {
         put(p("mlp.up_proj.weight"), &g("ffn_up.weight"), 0);
         put(p("mlp.down_proj.weight"), &g("ffn_down.weight"), 0);
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
     std::fs::create_dir_all(dir).unwrap();
-    let bytes = safetensors::serialize(views, None).unwrap();
-    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    let config = serde_json::json!({
+    let write = |file: &str, part: &[(String, Vec<usize>, Vec<u8>)]| {
+        let views: Vec<(String, TensorView<'_>)> = part
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        let bytes = safetensors::serialize(views, None).unwrap();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    };
+    if shards <= 1 {
+        write("model.safetensors", &tensors);
+    } else {
+        // Consecutive runs of tensors per file, as transformers' sharding
+        // fills one file before the next.
+        let per_file = tensors.len().div_ceil(shards);
+        let mut weight_map = serde_json::Map::new();
+        for (i, part) in tensors.chunks(per_file).enumerate() {
+            let file = format!("model-{:05}-of-{shards:05}.safetensors", i + 1);
+            write(&file, part);
+            for (name, _, _) in part {
+                weight_map.insert(name.clone(), file.clone().into());
+            }
+        }
+        let total: usize = tensors.iter().map(|t| t.2.len()).sum();
+        let index = serde_json::json!({
+            "metadata": {"total_size": total},
+            "weight_map": weight_map,
+        });
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    }
+    let mut generated = serde_json::json!({
         "model_type": spec.arch,
         "hidden_size": D, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HD,
         "vocab_size": VOCAB, "max_position_embeddings": 256, "rms_norm_eps": EPS,
         "rope_theta": BASE, "tie_word_embeddings": spec.output.is_none(),
     });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for (k, v) in config.as_object().unwrap() {
+        generated[k] = v.clone();
+    }
+    std::fs::write(dir.join("config.json"), generated.to_string()).unwrap();
 }
 
 /// Logits at every position of `ids` from the model at `path`.
@@ -622,4 +676,121 @@ fn hf_directories_give_the_gguf_logits() {
         );
         assert!(worst <= 1e-5, "{}: {worst}", spec.arch);
     }
+}
+
+fn tiny_f32_llama() -> Spec {
+    Spec {
+        arch: "llama",
+        types: [GgmlType::F32; 7],
+        embd: GgmlType::F32,
+        output: Some(GgmlType::F32),
+        bias: false,
+        rope_freqs: false,
+        qk_norm: false,
+    }
+}
+
+/// A checkpoint sharded over two safetensors files with a
+/// `model.safetensors.index.json` loads every tensor from its shard: the
+/// logits equal the single-file directory's bitwise.
+#[test]
+fn sharded_checkpoint_gives_the_single_file_logits() {
+    let spec = tiny_f32_llama();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("m.gguf");
+    write_model(&spec, &gguf);
+    let single = tmp.path().join("single");
+    write_hf_dir(&gguf, &single, &spec);
+    let sharded = tmp.path().join("sharded");
+    write_hf_dir_as(&gguf, &sharded, &spec, 2, serde_json::json!({}));
+    assert!(!sharded.join("model.safetensors").exists());
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sharded.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let files: std::collections::BTreeSet<&str> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % VOCAB as u32).collect();
+    assert_eq!(logits(&sharded, &ids), logits(&single, &ids));
+
+    // A shard the index names but the directory lacks is an error that
+    // names it, not a model with tensors missing.
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Engine::new(&EngineConfig {
+        model: sharded.clone(),
+        kv_memory_bytes: 8 << 20,
+        ..Default::default()
+    })
+    .err()
+    .expect("a missing shard fails the load");
+    assert!(
+        err.to_string().contains("model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+}
+
+/// A Mistral directory (`MistralForCausalLM`, `model_type: mistral`) is a
+/// llama: without a sliding window, or with one longer than the sequence
+/// (Mistral 7B v0.1's 4096), its logits equal the llama directory's
+/// bitwise. With a window shorter than the sequence each position attends
+/// to the last `sliding_window` positions only, as in transformers: the
+/// logits follow the windowed f64 reference and leave the full-attention
+/// ones.
+#[test]
+fn mistral_directory_is_a_llama_with_its_sliding_window() {
+    let spec = tiny_f32_llama();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("m.gguf");
+    write_model(&spec, &gguf);
+    let llama = tmp.path().join("llama");
+    write_hf_dir(&gguf, &llama, &spec);
+    let ids: Vec<u32> = (0..24).map(|i| (i * 53 + 5) % VOCAB as u32).collect();
+    let full = logits(&llama, &ids);
+    let mistral = |name: &str, window: serde_json::Value| {
+        let dir = tmp.path().join(name);
+        let config = serde_json::json!({
+            "architectures": ["MistralForCausalLM"],
+            "model_type": "mistral",
+            "sliding_window": window,
+        });
+        write_hf_dir_as(&gguf, &dir, &spec, 1, config);
+        logits(&dir, &ids)
+    };
+    assert_eq!(mistral("no-window", serde_json::Value::Null), full);
+    assert_eq!(mistral("long-window", 4096.into()), full);
+
+    const WINDOW: usize = 8;
+    let got = mistral("short-window", WINDOW.into());
+    let file = GgufFile::open(&gguf).unwrap();
+    let want = reference_windowed(&file, &ids, false, Some(WINDOW));
+    let scale = want.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+    let err = |a: &[Vec<f32>]| {
+        a.iter()
+            .flatten()
+            .zip(want.iter().flatten())
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0f64, f64::max)
+    };
+    eprintln!(
+        "mistral, window {WINDOW}: max |logit - windowed reference| = {:.2e}, full \
+         attention's = {:.2e} (logits up to {scale:.2})",
+        err(&got),
+        err(&full)
+    );
+    assert!(err(&got) <= 1e-3 * scale.max(1.0), "{}", err(&got));
+    // The window made a difference: full attention is far from it.
+    assert!(err(&full) > 1e-2 * scale.max(1.0), "{}", err(&full));
+    // Positions inside the first window see the same keys either way.
+    assert_eq!(got[..WINDOW], full[..WINDOW]);
 }

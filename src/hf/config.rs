@@ -218,6 +218,12 @@ impl HfConfig {
                 u(self.sliding_window.unwrap_or(0)),
             );
         }
+        // Mistral 7B v0.1 attends to the last `sliding_window` positions on
+        // every layer; later Mistrals say null. (Qwen2 configs also carry a
+        // sliding_window, switched off by use_sliding_window: not read.)
+        if let Some(w) = self.sliding_window.filter(|_| self.model_type == "mistral") {
+            put(&k("attention.sliding_window"), u(w));
+        }
         put(&k("rope.freq_base"), MetaValue::F32(theta as f32));
         match rope_type.as_deref() {
             // Llama 3's scaling is a per-frequency table, written by the
@@ -286,6 +292,25 @@ mod tests {
         let m = c.gguf_metadata(dir).unwrap();
         assert_eq!(m.str("general.architecture").unwrap(), "llama");
         assert!(m.opt_str("llama.rope.scaling.type").unwrap().is_none());
+    }
+
+    /// A Mistral's window reaches the model spec; Qwen2's (off unless
+    /// use_sliding_window) and a null one do not.
+    #[test]
+    fn only_a_mistral_window_is_kept() {
+        let dir = Path::new("/nonexistent");
+        let window = |extra: serde_json::Value| {
+            let m = config(extra).gguf_metadata(dir).unwrap();
+            m.opt_u32("llama.attention.sliding_window").unwrap()
+        };
+        let mistral = serde_json::json!({"model_type": "mistral", "sliding_window": 4096});
+        assert_eq!(window(mistral), Some(4096));
+        let null = serde_json::json!({"model_type": "mistral", "sliding_window": null});
+        assert_eq!(window(null), None);
+        let m = config(serde_json::json!({"model_type": "qwen2", "sliding_window": 32768}))
+            .gguf_metadata(dir)
+            .unwrap();
+        assert_eq!(m.opt_u32("qwen2.attention.sliding_window").unwrap(), None);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub struct ModelSpec {
     pub n_experts: usize,
     pub n_experts_used: usize,
     /// Sliding-window size for the layers that use one (gpt-oss: every other
-    /// layer, see [`ModelSpec::layer_window`]); 0 = none.
+    /// layer; a Mistral: every layer; see [`ModelSpec::layer_window`]); 0 = none.
     pub sliding_window: usize,
     /// Hidden width of one expert's FFN (GGUF `*.expert_feed_forward_length`;
     /// `ffn_dim` when absent). Only meaningful with `n_experts > 0`.
@@ -280,12 +280,14 @@ impl ModelSpec {
     /// The attention window of layer `l` in positions (the token itself
     /// included), 0 for full attention. gpt-oss alternates, starting with a
     /// sliding layer: transformers' `layer_types` and llama.cpp's SWA pattern
-    /// of 2 both put the window on the even layers.
+    /// of 2 both put the window on the even layers. A llama with a window
+    /// (a Mistral directory whose config sets `sliding_window`) uses it on
+    /// every layer.
     pub fn layer_window(&self, l: usize) -> u32 {
-        if self.arch == Arch::GptOss && l.is_multiple_of(2) {
-            self.sliding_window as u32
-        } else {
-            0
+        match self.arch {
+            Arch::GptOss if l.is_multiple_of(2) => self.sliding_window as u32,
+            Arch::Llama => self.sliding_window as u32,
+            _ => 0,
         }
     }
 
