@@ -190,10 +190,22 @@ impl Sequence {
         }
     }
 
+    /// Frees the blocks tail-first, as vLLM does: the pool evicts the least
+    /// recently released block first, so the deepest blocks of this sequence
+    /// go before the prefix they hang off. Freed head-first, a shared prefix's
+    /// root would be evicted first and strand every cached block after it.
     fn release_blocks(&mut self) {
-        self.blocks.clear();
+        while self.blocks.pop().is_some() {}
         self.hashes.clear();
         self.num_computed = 0;
+    }
+}
+
+impl Drop for Sequence {
+    // A finished or cancelled sequence is dropped, not released by hand; a
+    // plain Vec drop would free front to back.
+    fn drop(&mut self) {
+        self.release_blocks();
     }
 }
 
