@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::mpsc;
-
 use crate::actors::runtime::{Runtime, RuntimeOptions};
 use crate::api::ServerConfig;
 use crate::backend::{
-    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
 use crate::engine::{self, EngineConfig};
@@ -74,12 +72,12 @@ impl LazyBackend {
 }
 
 impl Backend for LazyBackend {
-    fn submit(
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
         match self.get() {
-            Ok(r) => r.submit(request),
+            Ok(r) => r.submit_group(requests),
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }

@@ -15,12 +15,12 @@ use crate::backend::{
 use crate::model::shard::{ShardInput, ShardOutput};
 use crate::scheduler::{BatchInput, ScheduleError, SeqEvent, SeqId};
 
-/// Intake: queue a generation request. Resolves once the scheduler accepted
-/// (or refused) it.
+/// Intake: queue the generation requests of one API call (its choices),
+/// all or none. Resolves once the scheduler accepted (or refused) them.
 #[derive(Message)]
-#[rtype(result = "Result<(RequestId, UnboundedReceiver<Event>), BackendError>")]
+#[rtype(result = "Result<Vec<(RequestId, UnboundedReceiver<Event>)>, BackendError>")]
 pub struct Submit {
-    pub request: GenerateRequest,
+    pub requests: Vec<GenerateRequest>,
 }
 
 /// Scheduler to Intake: how many accepted requests wait for their first
@@ -62,11 +62,17 @@ pub struct OutputSpec {
     pub sender: UnboundedSender<Event>,
 }
 
-/// Intake to Scheduler: a tokenized request. Refused with the reason when it
-/// could never run (longer than the context, bigger than the whole cache).
+/// Intake to Scheduler: the tokenized requests of one API call. All are
+/// added, or, when one could never run (longer than the context, bigger
+/// than the whole cache), none is and the reason comes back.
 #[derive(Message)]
 #[rtype(result = "Result<(), ScheduleError>")]
-pub struct AddSequence {
+pub struct AddSequences {
+    pub seqs: Vec<NewSequence>,
+}
+
+/// One tokenized request of an [`AddSequences`].
+pub struct NewSequence {
     pub id: SeqId,
     pub prompt: Vec<u32>,
     /// Sampling, limits and stop conditions (its prompt, tokenized, is `prompt`).

@@ -4,16 +4,13 @@
 //! when the runtime is dropped; every request-level decision is an actor's.
 //!
 //! Wiring, with the cycles closed by creating contexts before the actors:
-//! Intake -> Tokenizer pool, Intake -> Scheduler (AddSequence);
+//! Intake -> Tokenizer pool, Intake -> Scheduler (AddSequences);
 //! Scheduler -> Shards (RunStep), Scheduler -> Detokenizer (events),
 //! Scheduler -> Intake (how many wait; a weak link, so dropping the runtime
 //! lets Intake, then the Scheduler, stop); Detokenizer -> Scheduler (stop
 //! strings); Detokenizer -> each request's channel.
 
 use std::sync::Arc;
-
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
-use tokio::sync::mpsc;
 
 use super::detokenizer::Detokenizer;
 use super::intake::Intake;
@@ -22,13 +19,14 @@ use super::scheduler::SchedulerActor;
 use super::shard::ShardActor;
 use super::tokenizer::TokenizerWorker;
 use crate::backend::{
-    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
 use crate::engine::LoadedModel;
 use crate::kv::BlockPool;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::{ChatFormat, Tokenizer};
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
 
 /// Serving settings that are not the model's.
 #[derive(Debug, Clone)]
@@ -208,11 +206,11 @@ fn gone() -> BackendError {
 }
 
 impl Backend for Runtime {
-    fn submit(
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
-        let sent = self.intake.send(Submit { request });
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
+        let sent = self.intake.send(Submit { requests });
         Box::pin(async move { sent.await.map_err(|_| gone())? })
     }
 

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::detokenizer::Detokenizer;
 use super::messages::{
-    AddSequence, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StopSequence,
+    AddSequences, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StopSequence,
     WaitingChanged,
 };
 use crate::backend::{BackendError, Event, GenerateRequest, MetricsSnapshot};
@@ -266,32 +266,43 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 }
 
-impl Handler<AddSequence> for SchedulerActor {
+impl Handler<AddSequences> for SchedulerActor {
     type Result = Result<(), ScheduleError>;
 
-    fn handle(&mut self, msg: AddSequence, ctx: &mut Context<Self>) -> Self::Result {
-        let prompt_len = msg.prompt.len() as u64;
-        let req = seq_request(
-            msg.prompt,
-            &msg.request,
-            &self.stop_ids,
-            self.core.config().max_model_len,
-        );
-        self.core.add(msg.id, req)?;
-        self.counters.prompt_tokens += prompt_len;
-        self.seqs.insert(
-            msg.id,
-            Tracked {
-                sender: msg.output.sender.clone(),
-                received: msg.received,
-                last_token: None,
-            },
-        );
-        // Sent before any of its tokens: one mailbox keeps the order.
-        self.detokenizer.do_send(Register {
-            id: msg.id,
-            output: msg.output,
-        });
+    fn handle(&mut self, msg: AddSequences, ctx: &mut Context<Self>) -> Self::Result {
+        let max_model_len = self.core.config().max_model_len;
+        // All or none: a refusal takes back the group's sequences added so
+        // far. Nothing has run or been registered yet, so no event is owed.
+        for (k, seq) in msg.seqs.iter().enumerate() {
+            let req = seq_request(
+                seq.prompt.clone(),
+                &seq.request,
+                &self.stop_ids,
+                max_model_len,
+            );
+            if let Err(e) = self.core.add(seq.id, req) {
+                for added in &msg.seqs[..k] {
+                    self.core.cancel(added.id);
+                }
+                return Err(e);
+            }
+        }
+        for seq in msg.seqs {
+            self.counters.prompt_tokens += seq.prompt.len() as u64;
+            self.seqs.insert(
+                seq.id,
+                Tracked {
+                    sender: seq.output.sender.clone(),
+                    received: seq.received,
+                    last_token: None,
+                },
+            );
+            // Sent before any of its tokens: one mailbox keeps the order.
+            self.detokenizer.do_send(Register {
+                id: seq.id,
+                output: seq.output,
+            });
+        }
         self.report_waiting();
         self.kick(ctx);
         Ok(())

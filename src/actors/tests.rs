@@ -590,3 +590,95 @@ async fn think_tags_split_into_reasoning_and_answer() {
     let (answer, reasoning) = detokenize_reasoning(r1, "hmm, 2+2</think>4").await;
     assert_eq!((answer.as_str(), reasoning.as_str()), ("4", "hmm, 2+2"));
 }
+
+/// The choices of one API call (`n` × prompts), all of "x".
+fn group(count: usize, max_tokens: usize) -> Vec<GenerateRequest> {
+    (0..count).map(|_| request("x", max_tokens)).collect()
+}
+
+#[actix_rt::test]
+async fn a_group_larger_than_the_queue_is_refused_naming_the_limit() {
+    // Eight run at once and four may wait: thirteen choices could never be
+    // admitted together, even on this idle server.
+    let (rt, _t) = start(4, 64);
+    let err = rt.submit_group(group(13, 2)).await.expect_err("never fits");
+    assert_eq!(
+        err,
+        BackendError::TooManyChoices {
+            choices: 13,
+            max_queue: 4
+        }
+    );
+    assert_eq!(err.status(), 400);
+    let msg = err.to_string();
+    assert!(msg.contains("max_queue") && msg.contains('4'), "{msg}");
+    // Nothing of it ran, and the queue is whole: a group of four fits.
+    let m = rt.metrics().await;
+    assert_eq!((m.prompt_tokens_total, m.requests_cancelled_total), (0, 0));
+    let accepted = rt.submit_group(group(4, 2)).await.expect("fits");
+    assert_eq!(accepted.len(), 4);
+    for (_, rx) in accepted {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+}
+
+#[actix_rt::test]
+async fn a_group_is_admitted_whole_or_not_at_all() {
+    let (rt, _t) = start(4, 64);
+    // Both reach Intake before either is handed over: three are queued when
+    // the second asks for three more, so it is refused whole (429), and
+    // none of its choices runs.
+    let (a, b) = futures_util::join!(rt.submit_group(group(3, 2)), rt.submit_group(group(3, 2)));
+    let a = a.expect("the first group fits");
+    assert_eq!(b.err(), Some(BackendError::QueueFull(3)));
+    for (_, rx) in a {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+    wait_for(&rt, "the first group done", |m| {
+        m.requests_running == 0 && m.requests_waiting == 0
+    })
+    .await;
+    let m = rt.metrics().await;
+    assert_eq!(m.requests_finished_total, 3);
+    assert_eq!(m.requests_cancelled_total, 0);
+    assert_eq!(m.prompt_tokens_total, 3, "only the first group's prompts");
+}
+
+#[actix_rt::test]
+async fn one_bad_choice_refuses_its_group_and_leaks_no_queue_place() {
+    let (rt, _t) = start(4, 64);
+    // A tokenizer refusal (an id past the vocabulary) in the last choice.
+    let mut bad = group(3, 2);
+    bad.push(GenerateRequest {
+        prompt: PromptInput::Ids(vec![999]),
+        ..request("", 2)
+    });
+    let err = rt.submit_group(bad).await.expect_err("bad id");
+    assert!(
+        matches!(err, BackendError::InvalidRequest(ref m) if m.contains("999")),
+        "{err:?}"
+    );
+    // A scheduler refusal (prompt plus max_tokens past the context) in the first.
+    let mut bad = group(3, 2);
+    bad[0] = request("abcd", 600);
+    let err = rt.submit_group(bad).await.expect_err("too long");
+    assert!(
+        matches!(err, BackendError::InvalidRequest(ref m) if m.contains("600")),
+        "{err:?}"
+    );
+    let m = rt.metrics().await;
+    assert_eq!(
+        (
+            m.prompt_tokens_total,
+            m.requests_finished_total,
+            m.requests_cancelled_total
+        ),
+        (0, 0, 0),
+        "no choice of a refused group ran"
+    );
+    // Every place in the queue is free again.
+    let accepted = rt.submit_group(group(4, 2)).await.expect("fits");
+    for (_, rx) in accepted {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+}
