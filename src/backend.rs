@@ -186,6 +186,13 @@ pub trait Backend: Send + Sync + 'static {
 
     fn model(&self) -> ModelCard;
 
-    /// True once the model is loaded and serving.
+    /// True once the model is loaded and serving (false again once failed).
     fn ready(&self) -> bool;
+
+    /// Why the runtime failed for good (a shard panicked or lost its
+    /// device, the scheduler panicked), if it did: `/health` reports it and
+    /// the process exits to be restarted. Never set while loading.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

@@ -41,6 +41,8 @@ const WORDS: [&str; 3] = ["Hello", " world", "!"];
 #[derive(Default)]
 struct MockState {
     not_ready: AtomicBool,
+    /// What `failure()` says (the runtime failed for good).
+    failure: Mutex<Option<String>>,
     next_id: AtomicU64,
     submitted: Mutex<Vec<(RequestId, GenerateRequest)>>,
     cancelled: Mutex<Vec<RequestId>>,
@@ -296,6 +298,10 @@ impl Backend for Mock {
 
     fn ready(&self) -> bool {
         !self.not_ready.load(Ordering::SeqCst)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
     }
 }
 
@@ -793,6 +799,19 @@ fn not_ready_is_503_and_health_says_so() {
     assert_eq!(health.status, 503);
     post(s.addr, "/v1/chat/completions", &chat_body("hi")).error(503);
     get(s.addr, "/v1/models").error(503);
+}
+
+#[test]
+fn a_failed_runtime_makes_health_503_with_the_reason() {
+    let s = start(|_| {});
+    *s.mock.failure.lock().unwrap() = Some("shard 0 panicked".into());
+    s.mock.not_ready.store(true, Ordering::SeqCst);
+    let health = get(s.addr, "/health");
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        health.json(),
+        json!({"status": "failed", "reason": "shard 0 panicked"})
+    );
 }
 
 #[test]

@@ -110,8 +110,7 @@ impl Handler<Submit> for Intake {
             scheduler
                 .send(AddSequences { seqs })
                 .await
-                .map_err(|_| unavailable("scheduler"))?
-                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+                .map_err(|_| unavailable("scheduler"))??;
             Ok(accepted)
         };
         Box::pin(fut.into_actor(self).map(move |result, act, _| {

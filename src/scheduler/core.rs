@@ -486,6 +486,16 @@ impl Scheduler {
         ids
     }
 
+    /// The model can run no more steps: drops every sequence, in flight,
+    /// running or waiting (freeing their blocks), and returns their ids so
+    /// the caller can fail those requests.
+    pub fn abort_all(&mut self) -> Vec<SeqId> {
+        self.in_flight.clear();
+        let running = std::mem::take(&mut self.running);
+        let waiting = std::mem::take(&mut self.waiting);
+        running.iter().chain(&waiting).map(|s| s.id).collect()
+    }
+
     /// Applies the model's outputs for the last scheduled step (one
     /// [`SampleOutput`] per [`SampleRow`], in order) and reports what happened.
     pub fn update(&mut self, outputs: Vec<SampleOutput>) -> Vec<SeqEvent> {

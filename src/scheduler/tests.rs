@@ -311,3 +311,30 @@ fn shared_system_prompt_keeps_hitting_under_memory_pressure() {
     );
     assert_eq!(s.pool().num_used(), 0);
 }
+
+#[test]
+fn abort_all_drops_every_sequence_and_frees_every_block() {
+    let cfg = SchedulerConfig {
+        max_num_seqs: 2,
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(cfg, BlockPool::new(64, 4));
+    let mut m = MockModel::new(4);
+    for i in 0..3u64 {
+        s.add(i, req(prompt(i as u32, 6), 20)).unwrap();
+    }
+    let b = s.schedule().unwrap();
+    let o = m.run(&b);
+    s.update(o);
+    let _in_flight = s.schedule().unwrap();
+    assert_eq!((s.num_running(), s.num_waiting()), (2, 1));
+    let mut ids = s.abort_all();
+    ids.sort();
+    assert_eq!(ids, vec![0, 1, 2]);
+    assert!(!s.has_work());
+    assert_eq!(s.pool().num_used(), 0);
+    // The step that was in flight is forgotten: the next plan starts clean.
+    s.add(7, req(prompt(7, 5), 2)).unwrap();
+    let out = drain(&mut s, &mut m);
+    assert_eq!(out[&7].0, expected(&prompt(7, 5), 2));
+}
