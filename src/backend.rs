@@ -90,12 +90,21 @@ pub enum BackendError {
     /// The engine failed on this request: 500 (the server stays up).
     #[error("engine failure: {0}")]
     Engine(String),
+    /// One request asks for more completions (prompts × `n`) than the
+    /// admission limit lets wait at once, so it could never be admitted
+    /// whole, however idle the server: 400, not a 429 to retry forever.
+    #[error(
+        "this request asks for {choices} completions (prompts × n), but the server admits at \
+         most {max_queue} waiting requests at once (max_queue); send fewer prompts or a smaller n, \
+         or raise the server's max_queue"
+    )]
+    TooManyChoices { choices: usize, max_queue: usize },
 }
 
 impl BackendError {
     pub fn status(&self) -> u16 {
         match self {
-            BackendError::InvalidRequest(_) => 400,
+            BackendError::InvalidRequest(_) | BackendError::TooManyChoices { .. } => 400,
             BackendError::QueueFull(_) => 429,
             BackendError::Unavailable(_) => 503,
             BackendError::Engine(_) => 500,
@@ -154,16 +163,33 @@ pub struct MetricsSnapshot {
     pub tpot_seconds_count: u64,
 }
 
+/// An accepted request: its id and the receiver of its events.
+pub type Accepted = (RequestId, mpsc::UnboundedReceiver<Event>);
+
 /// The serving runtime as the API layer sees it.
 pub trait Backend: Send + Sync + 'static {
-    /// Tokenizes and queues a request. Resolves once the scheduler has
-    /// accepted it, so every request-level error (full queue, prompt longer
-    /// than the context, bad template) comes back here, before any streaming
-    /// starts; only engine failures arrive later, as `Event::Error`.
-    fn submit(
+    /// Tokenizes and queues the requests of one API call (its prompts × `n`
+    /// choices) as a group: all are admitted, or none is. Resolves once the
+    /// scheduler has accepted them, so every request-level error (full queue,
+    /// a group that could never fit the queue, prompt longer than the
+    /// context, bad template) comes back here, before any streaming starts;
+    /// only engine failures arrive later, as `Event::Error`. The receivers
+    /// are in the order of `requests`.
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>>;
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>>;
+
+    /// [`Backend::submit_group`] of one request.
+    fn submit(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Accepted, BackendError>> {
+        let group = self.submit_group(vec![request]);
+        Box::pin(async move {
+            let mut accepted = group.await?;
+            accepted
+                .pop()
+                .ok_or_else(|| BackendError::Engine("a group of one came back empty".into()))
+        })
+    }
 
     /// Cancels a request (also done by dropping its receiver).
     fn cancel(&self, id: RequestId) -> BoxFuture<'_, ()>;
@@ -176,8 +202,15 @@ pub trait Backend: Send + Sync + 'static {
 
     fn model(&self) -> ModelCard;
 
-    /// True once the model is loaded and serving.
+    /// True once the model is loaded and serving (false again once failed).
     fn ready(&self) -> bool;
+
+    /// Why the runtime failed for good (a shard panicked or lost its
+    /// device, the scheduler panicked), if it did: `/health` reports it and
+    /// the process exits to be restarted. Never set while loading.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,21 @@
 //! `wgserve serve`: wires the config, the model, the actor runtime and the
 //! HTTP server together. The server listens at once (so `/health` can say
 //! 503 while the model loads); the model loads on a blocking thread and the
-//! runtime starts when it is ready. This module owns only that wiring.
+//! runtime starts when it is ready. If the runtime later fails for good (a
+//! shard or the Scheduler panicked, a device was lost), `/health` says so
+//! and, once the requests it held have had their error, the process exits
+//! non-zero so systemd or Kubernetes restarts it instead of keeping a zombie.
+//! This module owns only that wiring.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 use crate::actors::runtime::{Runtime, RuntimeOptions};
+use crate::actors::Fault;
 use crate::api::ServerConfig;
 use crate::backend::{
-    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
 use crate::engine::{self, EngineConfig};
@@ -74,12 +78,12 @@ impl LazyBackend {
 }
 
 impl Backend for LazyBackend {
-    fn submit(
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
         match self.get() {
-            Ok(r) => r.submit(request),
+            Ok(r) => r.submit_group(requests),
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
@@ -122,7 +126,18 @@ impl Backend for LazyBackend {
     fn ready(&self) -> bool {
         self.get().is_ok_and(|r| r.ready())
     }
+
+    fn failure(&self) -> Option<String> {
+        self.get().ok().and_then(|r| r.failure())
+    }
 }
+
+/// How long a failed runtime's server stays up before it stops: the
+/// requests it held have had their error events by then (they are sent when
+/// the failure is seen) and this leaves time to write them out and for
+/// `/health` to say why. Stopping then waits for open responses as on
+/// SIGTERM.
+const FAILED_EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves until stopped: binds, loads the model in the background, starts
 /// the runtime. Must run inside an actix `System`.
@@ -143,15 +158,25 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         );
     }
     let engine_cfg = engine_config(&config);
+    let fault = Fault::from_env().map_err(anyhow::Error::msg)?;
+    if let Some(fault) = fault {
+        tracing::warn!(
+            "{}={fault}: a test fault will be injected; never set this in production",
+            Fault::ENV
+        );
+    }
     let opts = RuntimeOptions {
         max_queue: config.max_queue,
         tokenizer_threads: config.tokenizer_threads,
         served_model_name: served_name,
+        fault,
     };
     let handle = server.handle();
     let loader = backend.clone();
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Why the process must exit non-zero, if it must.
+    let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let failed_in_loader = failed.clone();
+    let model_path = config.model.display().to_string();
     actix_rt::spawn(async move {
         let loaded = actix_rt::task::spawn_blocking(move || engine::load(&engine_cfg)).await;
         match loaded {
@@ -167,26 +192,36 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                     i.kv_bytes >> 20,
                     i.max_model_len
                 );
-                loader.set(Runtime::start(model, opts));
+                let runtime = Runtime::start(model, opts);
+                let health = runtime.health().clone();
+                loader.set(runtime);
                 for addr in &addrs {
                     println!("wgserve is ready: http://{addr}/");
                 }
+                // Pending for as long as the runtime is healthy.
+                let reason = health.failed().await;
+                tracing::error!(
+                    "the runtime failed ({reason}); stopping in {FAILED_EXIT_GRACE:?} to be restarted"
+                );
+                let _ = failed_in_loader.set(format!("the runtime failed: {reason}"));
+                actix_rt::time::sleep(FAILED_EXIT_GRACE).await;
+                handle.stop(true).await;
             }
             Ok(Err(e)) => {
                 tracing::error!("could not load the model: {e}");
-                failed_in_loader.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = failed_in_loader.set(format!("the model {model_path} could not be loaded"));
                 handle.stop(false).await;
             }
             Err(e) => {
                 tracing::error!("the model loader panicked: {e}");
-                failed_in_loader.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = failed_in_loader.set(format!("the model {model_path} could not be loaded"));
                 handle.stop(false).await;
             }
         }
     });
     server.await?;
-    if failed.load(std::sync::atomic::Ordering::SeqCst) {
-        anyhow::bail!("the model {} could not be loaded", config.model.display());
+    if let Some(reason) = failed.get() {
+        anyhow::bail!("{reason}");
     }
     Ok(())
 }

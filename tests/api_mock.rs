@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use wgserve::api::ServerConfig;
 use wgserve::backend::{
-    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    Accepted, Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
 use wgserve::scheduler::{FinishReason, TokenLogprobs, Usage};
@@ -41,6 +41,8 @@ const WORDS: [&str; 3] = ["Hello", " world", "!"];
 #[derive(Default)]
 struct MockState {
     not_ready: AtomicBool,
+    /// What `failure()` says (the runtime failed for good).
+    failure: Mutex<Option<String>>,
     next_id: AtomicU64,
     submitted: Mutex<Vec<(RequestId, GenerateRequest)>>,
     cancelled: Mutex<Vec<RequestId>>,
@@ -206,26 +208,46 @@ async fn play(
     }
 }
 
+impl Mock {
+    fn submit_one(&self, request: GenerateRequest) -> Result<Accepted, BackendError> {
+        let text = prompt_text(&request.prompt);
+        if text.contains("QUEUEFULL") {
+            return Err(BackendError::QueueFull(64));
+        }
+        if text.contains("INVALID") {
+            return Err(BackendError::InvalidRequest(
+                "the prompt has 9000 tokens but the context window is 2048".into(),
+            ));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+        self.submitted.lock().unwrap().push((id, request.clone()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(play(self.0.clone(), id, request, tx));
+        Ok((id, rx))
+    }
+}
+
+/// The mock's admission limit: a group of more choices is refused whole.
+const MOCK_MAX_QUEUE: usize = 16;
+
 impl Backend for Mock {
-    fn submit(
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
         Box::pin(async move {
-            let text = prompt_text(&request.prompt);
-            if text.contains("QUEUEFULL") {
-                return Err(BackendError::QueueFull(64));
+            if requests.len() > MOCK_MAX_QUEUE {
+                return Err(BackendError::TooManyChoices {
+                    choices: requests.len(),
+                    max_queue: MOCK_MAX_QUEUE,
+                });
             }
-            if text.contains("INVALID") {
-                return Err(BackendError::InvalidRequest(
-                    "the prompt has 9000 tokens but the context window is 2048".into(),
-                ));
-            }
-            let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-            self.submitted.lock().unwrap().push((id, request.clone()));
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(play(self.0.clone(), id, request, tx));
-            Ok((id, rx))
+            // All or none: on a refusal the accepted receivers drop here,
+            // which ends their scripts as a real runtime would cancel them.
+            requests
+                .into_iter()
+                .map(|r| self.submit_one(r))
+                .collect::<Result<Vec<_>, _>>()
         })
     }
 
@@ -277,6 +299,10 @@ impl Backend for Mock {
 
     fn ready(&self) -> bool {
         !self.not_ready.load(Ordering::SeqCst)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
     }
 }
 
@@ -724,9 +750,10 @@ fn a_full_queue_is_429_with_retry_after() {
 }
 
 #[test]
-fn a_refused_second_choice_cancels_the_first() {
+fn a_refused_second_choice_refuses_the_first_too() {
     let s = start(|_| {});
-    // Two prompts: the first is accepted, the second refused.
+    // Two prompts: the first is accepted, the second refused, so the whole
+    // request is, and the first does not go on running.
     let e = post(
         s.addr,
         "/v1/completions",
@@ -739,6 +766,33 @@ fn a_refused_second_choice_cancels_the_first() {
 }
 
 #[test]
+fn more_choices_than_the_queue_holds_is_400_naming_the_limit() {
+    let s = start(|_| {});
+    // Three prompts × n 6 = 18 choices, more than the 16 the backend ever
+    // lets wait: a 400 that says what to change, not a 429 to retry forever.
+    let body = json!({"model": MODEL, "prompt": ["a", "b", "c"], "n": 6, "max_tokens": 1});
+    let resp = post(s.addr, "/v1/completions", &body);
+    assert_eq!(resp.header("retry-after"), None);
+    let e = resp.error(400);
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["code"], "too_many_choices");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("18") && msg.contains("16") && msg.contains("max_queue"),
+        "{msg}"
+    );
+    assert!(s.mock.submissions().is_empty(), "nothing was submitted");
+
+    // Two prompts × n 8 = 16 fit, and are admitted whole.
+    let body = json!({"model": MODEL, "prompt": ["a", "b"], "n": 8, "max_tokens": 1});
+    let v = post(s.addr, "/v1/completions", &body).json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 16);
+    assert!(choices.iter().all(|c| c["text"] == "Hello"), "{v}");
+    assert_eq!(s.mock.submissions().len(), 16);
+}
+
+#[test]
 fn not_ready_is_503_and_health_says_so() {
     let s = start(|_| {});
     assert_eq!(get(s.addr, "/health").json(), json!({"status": "ok"}));
@@ -747,6 +801,19 @@ fn not_ready_is_503_and_health_says_so() {
     assert_eq!(health.status, 503);
     post(s.addr, "/v1/chat/completions", &chat_body("hi")).error(503);
     get(s.addr, "/v1/models").error(503);
+}
+
+#[test]
+fn a_failed_runtime_makes_health_503_with_the_reason() {
+    let s = start(|_| {});
+    *s.mock.failure.lock().unwrap() = Some("shard 0 panicked".into());
+    s.mock.not_ready.store(true, Ordering::SeqCst);
+    let health = get(s.addr, "/health");
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        health.json(),
+        json!({"status": "failed", "reason": "shard 0 panicked"})
+    );
 }
 
 #[test]

@@ -13,14 +13,14 @@ use crate::backend::{
     BackendError, Event, GenerateRequest, MetricsSnapshot, PromptInput, RequestId,
 };
 use crate::model::shard::{ShardInput, ShardOutput};
-use crate::scheduler::{BatchInput, ScheduleError, SeqEvent, SeqId};
+use crate::scheduler::{BatchInput, SeqEvent, SeqId};
 
-/// Intake: queue a generation request. Resolves once the scheduler accepted
-/// (or refused) it.
+/// Intake: queue the generation requests of one API call (its choices),
+/// all or none. Resolves once the scheduler accepted (or refused) them.
 #[derive(Message)]
-#[rtype(result = "Result<(RequestId, UnboundedReceiver<Event>), BackendError>")]
+#[rtype(result = "Result<Vec<(RequestId, UnboundedReceiver<Event>)>, BackendError>")]
 pub struct Submit {
-    pub request: GenerateRequest,
+    pub requests: Vec<GenerateRequest>,
 }
 
 /// Scheduler to Intake: how many accepted requests wait for their first
@@ -62,11 +62,18 @@ pub struct OutputSpec {
     pub sender: UnboundedSender<Event>,
 }
 
-/// Intake to Scheduler: a tokenized request. Refused with the reason when it
-/// could never run (longer than the context, bigger than the whole cache).
+/// Intake to Scheduler: the tokenized requests of one API call. All are
+/// added, or, when one could never run (longer than the context, bigger
+/// than the whole cache: `InvalidRequest`) or the runtime has failed
+/// (`Unavailable`), none is and the reason comes back.
 #[derive(Message)]
-#[rtype(result = "Result<(), ScheduleError>")]
-pub struct AddSequence {
+#[rtype(result = "Result<(), BackendError>")]
+pub struct AddSequences {
+    pub seqs: Vec<NewSequence>,
+}
+
+/// One tokenized request of an [`AddSequences`].
+pub struct NewSequence {
     pub id: SeqId,
     pub prompt: Vec<u32>,
     /// Sampling, limits and stop conditions (its prompt, tokenized, is `prompt`).
@@ -98,10 +105,23 @@ pub struct GetMetrics;
 /// the step (it is immutable); the input is the previous shard's hidden
 /// states, or `Tokens` for the first.
 #[derive(Message)]
-#[rtype(result = "Result<ShardOutput, String>")]
+#[rtype(result = "Result<ShardOutput, StepError>")]
 pub struct RunStep {
     pub batch: Arc<BatchInput>,
     pub input: ShardInput,
+}
+
+/// Why a step did not come back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// This step failed (a validation error, a bad batch) but the shard can
+    /// run the next one: the step's requests fail, serving goes on.
+    #[error("{0}")]
+    Step(String),
+    /// The shard can run no more steps (it panicked, its device was lost,
+    /// its actor is gone): the runtime has failed.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// Scheduler to Detokenizer: a sequence was accepted; where its events go.

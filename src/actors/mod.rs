@@ -2,9 +2,13 @@
 //! messages (`messages`): Intake (admission, ids), the Tokenizer pool, the
 //! Scheduler (every sequence, the KV block pool, the step loop), one Shard
 //! per device, and the Detokenizer (text deltas, stop strings). `Runtime`
-//! starts and wires them and implements `crate::backend::Backend`.
+//! starts and wires them and implements `crate::backend::Backend`; `health`
+//! is the latch that says the runtime failed for good, `fault` the test hook
+//! that makes it fail on purpose.
 
 pub mod detokenizer;
+pub mod fault;
+pub mod health;
 pub mod intake;
 pub mod messages;
 pub mod runtime;
@@ -12,6 +16,8 @@ pub mod scheduler;
 pub mod shard;
 pub mod tokenizer;
 
+pub use fault::Fault;
+pub use health::Health;
 pub use runtime::{Runtime, RuntimeOptions, RuntimeParts};
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! The runtime: starts and wires the actors, and implements [`Backend`] on
-//! top of their addresses. It owns only addresses, the model card and the
-//! threads it started (one per shard, one for the Detokenizer), which stop
+//! top of their addresses. It owns only addresses, the model card, the
+//! health latch the Scheduler sets when the model fails, and the threads it
+//! started (one per shard, one for the Detokenizer), which stop
 //! when the runtime is dropped; every request-level decision is an actor's.
 //!
 //! Wiring, with the cycles closed by creating contexts before the actors:
-//! Intake -> Tokenizer pool, Intake -> Scheduler (AddSequence);
+//! Intake -> Tokenizer pool, Intake -> Scheduler (AddSequences);
 //! Scheduler -> Shards (RunStep), Scheduler -> Detokenizer (events),
 //! Scheduler -> Intake (how many wait; a weak link, so dropping the runtime
 //! lets Intake, then the Scheduler, stop); Detokenizer -> Scheduler (stop
@@ -12,23 +13,23 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
-use tokio::sync::mpsc;
-
 use super::detokenizer::Detokenizer;
+use super::fault::Fault;
+use super::health::Health;
 use super::intake::Intake;
 use super::messages::{Cancel, Detokenize, GetMetrics, RunStep, Submit, Tokenize};
-use super::scheduler::SchedulerActor;
+use super::scheduler::{failed_unavailable, SchedulerActor};
 use super::shard::ShardActor;
 use super::tokenizer::TokenizerWorker;
 use crate::backend::{
-    Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
+    Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
 use crate::engine::LoadedModel;
 use crate::kv::BlockPool;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::{ChatFormat, Tokenizer};
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
 
 /// Serving settings that are not the model's.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct RuntimeOptions {
     pub tokenizer_threads: usize,
     /// The name clients pass as `model`; the model's own name when `None`.
     pub served_model_name: Option<String>,
+    /// Test hook only: fail on purpose (see [`Fault`]). `None` in production.
+    pub fault: Option<Fault>,
 }
 
 impl Default for RuntimeOptions {
@@ -47,6 +50,7 @@ impl Default for RuntimeOptions {
             max_queue: 256,
             tokenizer_threads: 2,
             served_model_name: None,
+            fault: None,
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct Runtime {
     tokenizer: Addr<TokenizerWorker>,
     scheduler: Addr<SchedulerActor>,
     card: ModelCard,
+    health: Health,
     threads: Vec<Arbiter>,
 }
 
@@ -101,10 +106,14 @@ impl Runtime {
         let shards = loaded
             .shards
             .into_iter()
-            .map(|shard| {
+            .enumerate()
+            .map(|(i, shard)| {
                 let thread = Arbiter::new();
-                let addr =
-                    ShardActor::start_in_arbiter(&thread.handle(), move |_| ShardActor::new(shard));
+                // An injected shard fault goes to the first shard only.
+                let fault = opts.fault.filter(|_| i == 0);
+                let addr = ShardActor::start_in_arbiter(&thread.handle(), move |_| {
+                    ShardActor::on_device(shard, fault)
+                });
                 threads.push(thread);
                 addr.recipient()
             })
@@ -164,12 +173,15 @@ impl Runtime {
             parts.scheduler_config,
             BlockPool::new(parts.num_blocks, parts.block_size),
         );
+        let health = Health::default();
         let scheduler = scheduler_ctx.run(SchedulerActor::new(
             core,
             stop_ids,
             parts.shards,
             detok,
             intake_ctx.address().downgrade().recipient(),
+            health.clone(),
+            opts.fault,
         ));
         let intake = intake_ctx.run(Intake::new(
             tokenizer_pool.clone(),
@@ -189,8 +201,14 @@ impl Runtime {
             tokenizer: tokenizer_pool,
             scheduler,
             card: parts.card,
+            health,
             threads: vec![detok_thread],
         }
+    }
+
+    /// The runtime's health latch (`wgserve serve` waits on it to exit).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 }
 
@@ -208,11 +226,14 @@ fn gone() -> BackendError {
 }
 
 impl Backend for Runtime {
-    fn submit(
+    fn submit_group(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<(RequestId, mpsc::UnboundedReceiver<Event>), BackendError>> {
-        let sent = self.intake.send(Submit { request });
+        requests: Vec<GenerateRequest>,
+    ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
+        if let Some(reason) = self.health.failure() {
+            return Box::pin(async move { Err(failed_unavailable(&reason)) });
+        }
+        let sent = self.intake.send(Submit { requests });
         Box::pin(async move { sent.await.map_err(|_| gone())? })
     }
 
@@ -247,6 +268,10 @@ impl Backend for Runtime {
     }
 
     fn ready(&self) -> bool {
-        self.intake.connected() && self.scheduler.connected()
+        self.health.failure().is_none() && self.intake.connected() && self.scheduler.connected()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.health.failure()
     }
 }

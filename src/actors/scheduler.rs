@@ -7,6 +7,11 @@
 //! sender only to see a closed channel; it never sends text (that is the
 //! Detokenizer's job) and never touches a shard's or another actor's state.
 //!
+//! When the model can run no more steps (a shard panicked, lost its device
+//! or stopped), or this actor itself panics, it answers every request it
+//! holds with an error, marks the runtime's [`Health`] failed and takes no
+//! new work; `wgserve serve` then exits so it is restarted.
+//!
 //! The core uses `Rc` inside, so this actor is not `Send`: it must be
 //! started on the current arbiter (`Actor::start`), never moved to another.
 
@@ -21,14 +26,16 @@ use actix::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::detokenizer::Detokenizer;
+use super::fault::Fault;
+use super::health::Health;
 use super::messages::{
-    AddSequence, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StopSequence,
-    WaitingChanged,
+    AddSequences, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StepError,
+    StopSequence, WaitingChanged,
 };
 use crate::backend::{BackendError, Event, GenerateRequest, MetricsSnapshot};
 use crate::model::shard::{ShardInput, ShardOutput};
 use crate::scheduler::{
-    BatchInput, FinishReason, SampleOutput, ScheduleError, Scheduler, SeqEvent, SeqId, SeqRequest,
+    BatchInput, FinishReason, SampleOutput, Scheduler, SeqEvent, SeqId, SeqRequest,
 };
 
 /// The core's request for a [`GenerateRequest`]: no `max_tokens` means up
@@ -57,7 +64,7 @@ pub fn seq_request(
 async fn run_shards(
     shards: Vec<Recipient<RunStep>>,
     batch: Arc<BatchInput>,
-) -> Result<Vec<SampleOutput>, String> {
+) -> Result<Vec<SampleOutput>, StepError> {
     let mut input = ShardInput::Tokens;
     for (i, shard) in shards.iter().enumerate() {
         let out = shard
@@ -66,13 +73,15 @@ async fn run_shards(
                 input,
             })
             .await
-            .map_err(|e| format!("shard {i} is not running: {e}"))??;
+            .map_err(|e| StepError::Fatal(format!("shard {i} stopped: {e}")))??;
         match out {
             ShardOutput::Hidden(h) => input = ShardInput::Hidden(h),
             ShardOutput::Samples(s) => return Ok(s),
         }
     }
-    Err("the last shard returned hidden states instead of samples".into())
+    Err(StepError::Step(
+        "the last shard returned hidden states instead of samples".into(),
+    ))
 }
 
 /// What the actor keeps per sequence besides the core's state.
@@ -110,6 +119,10 @@ pub struct SchedulerActor {
     retry_pending: bool,
     last_waiting: usize,
     counters: Counters,
+    /// Set here, once, when the model can run no more steps.
+    health: Health,
+    /// Test hook ([`Fault::SchedulerPanic`]): panic when this step is back.
+    panic_at_step: Option<u64>,
 }
 
 impl SchedulerActor {
@@ -119,6 +132,8 @@ impl SchedulerActor {
         shards: Vec<Recipient<RunStep>>,
         detokenizer: Addr<Detokenizer>,
         intake: WeakRecipient<WaitingChanged>,
+        health: Health,
+        fault: Option<Fault>,
     ) -> Self {
         Self {
             core,
@@ -131,6 +146,8 @@ impl SchedulerActor {
             retry_pending: false,
             last_waiting: 0,
             counters: Counters::default(),
+            health,
+            panic_at_step: fault.and_then(Fault::scheduler_panic_step),
         }
     }
 
@@ -164,7 +181,7 @@ impl SchedulerActor {
 
     /// Starts a step if there is work and none is in flight.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.stepping {
+        if self.stepping || self.health.failure().is_some() {
             return;
         }
         self.reap_closed();
@@ -191,7 +208,14 @@ impl SchedulerActor {
         }));
     }
 
-    fn step_done(&mut self, result: Result<Vec<SampleOutput>, String>) {
+    fn step_done(&mut self, result: Result<Vec<SampleOutput>, StepError>) {
+        if self.panic_at_step == Some(self.core.stats().steps) {
+            panic!(
+                "injected test fault ({}): the Scheduler panics as step {} comes back",
+                Fault::ENV,
+                self.core.stats().steps
+            );
+        }
         match result {
             Ok(samples) => {
                 let events = self.core.update(samples);
@@ -200,7 +224,8 @@ impl SchedulerActor {
                     self.detokenizer.do_send(Emit { events });
                 }
             }
-            Err(message) => {
+            Err(StepError::Fatal(reason)) => self.fail_runtime(reason),
+            Err(StepError::Step(message)) => {
                 tracing::error!("model step failed: {message}");
                 let ids: Vec<SeqId> = self
                     .core
@@ -215,6 +240,30 @@ impl SchedulerActor {
                 });
             }
         }
+    }
+
+    /// The model can run no more steps: answers every request with an
+    /// error, frees every block, and marks the runtime failed, so new work
+    /// is refused and the process can exit to be restarted.
+    fn fail_runtime(&mut self, reason: String) {
+        tracing::error!("the runtime failed: {reason}; answering every request with an error");
+        self.health.fail(reason.clone());
+        self.core.abort_all();
+        self.fail_tracked(&reason);
+        self.report_waiting();
+    }
+
+    /// Sends every tracked request its error and forgets it.
+    fn fail_tracked(&mut self, reason: &str) {
+        let ids: Vec<SeqId> = self.seqs.drain().map(|(id, _)| id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        self.counters.failed += ids.len() as u64;
+        self.detokenizer.do_send(Fail {
+            ids,
+            error: BackendError::Engine(format!("the server failed and must restart: {reason}")),
+        });
     }
 
     /// Updates the timing and outcome counters from a step's events.
@@ -264,34 +313,80 @@ impl SchedulerActor {
 
 impl Actor for SchedulerActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        if let Some(step) = self.panic_at_step {
+            tracing::warn!(
+                "test fault injection: the Scheduler will panic after step {step} ({})",
+                Fault::ENV
+            );
+        }
+    }
 }
 
-impl Handler<AddSequence> for SchedulerActor {
-    type Result = Result<(), ScheduleError>;
+impl Drop for SchedulerActor {
+    fn drop(&mut self) {
+        // A handler panicked and actix drops the actor while unwinding.
+        // Nobody else holds these requests: answer them now and mark the
+        // runtime failed. (The core is not touched: its state is whatever
+        // the panic left, and a second panic here would abort.)
+        if std::thread::panicking() {
+            let reason = "the Scheduler panicked; its message is in the log above";
+            tracing::error!("the runtime failed: {reason}");
+            self.health.fail(reason);
+            self.fail_tracked(reason);
+        }
+    }
+}
 
-    fn handle(&mut self, msg: AddSequence, ctx: &mut Context<Self>) -> Self::Result {
-        let prompt_len = msg.prompt.len() as u64;
-        let req = seq_request(
-            msg.prompt,
-            &msg.request,
-            &self.stop_ids,
-            self.core.config().max_model_len,
-        );
-        self.core.add(msg.id, req)?;
-        self.counters.prompt_tokens += prompt_len;
-        self.seqs.insert(
-            msg.id,
-            Tracked {
-                sender: msg.output.sender.clone(),
-                received: msg.received,
-                last_token: None,
-            },
-        );
-        // Sent before any of its tokens: one mailbox keeps the order.
-        self.detokenizer.do_send(Register {
-            id: msg.id,
-            output: msg.output,
-        });
+/// What a request gets from a runtime that has failed: 503, retry once the
+/// server has been restarted.
+pub fn failed_unavailable(reason: &str) -> BackendError {
+    BackendError::Unavailable(format!(
+        "the server failed and is restarting ({reason}); retry shortly"
+    ))
+}
+
+impl Handler<AddSequences> for SchedulerActor {
+    type Result = Result<(), BackendError>;
+
+    fn handle(&mut self, msg: AddSequences, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = self.health.failure() {
+            return Err(failed_unavailable(&reason));
+        }
+        let max_model_len = self.core.config().max_model_len;
+        // All or none: a refusal takes back the group's sequences added so
+        // far. Nothing has run or been registered yet, so no event is owed.
+        for (k, seq) in msg.seqs.iter().enumerate() {
+            let req = seq_request(
+                seq.prompt.clone(),
+                &seq.request,
+                &self.stop_ids,
+                max_model_len,
+            );
+            if let Err(e) = self.core.add(seq.id, req) {
+                for added in &msg.seqs[..k] {
+                    self.core.cancel(added.id);
+                }
+                return Err(BackendError::InvalidRequest(e.to_string()));
+            }
+        }
+        for seq in msg.seqs {
+            self.counters.prompt_tokens += seq.prompt.len() as u64;
+            self.seqs.insert(
+                seq.id,
+                Tracked {
+                    sender: seq.output.sender.clone(),
+                    received: seq.received,
+                    last_token: None,
+                },
+            );
+            // Sent before any of its tokens: one mailbox keeps the order.
+            self.detokenizer.do_send(Register {
+                id: seq.id,
+                output: seq.output,
+            });
+        }
         self.report_waiting();
         self.kick(ctx);
         Ok(())

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Arbiter, Context, Handler};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::messages::RunStep;
-use super::{Runtime, RuntimeOptions, RuntimeParts};
+use super::messages::StepError;
+use super::shard::{ShardActor, StepModel};
+use super::{Fault, Runtime, RuntimeOptions, RuntimeParts};
 use crate::backend::{Backend, BackendError, Event, GenerateRequest, ModelCard, PromptInput};
 use crate::model::sampling::SamplingParams;
-use crate::model::shard::ShardOutput;
-use crate::scheduler::{FinishReason, SampleOutput, SchedulerConfig, Usage};
+use crate::model::shard::{ShardInput, ShardOutput};
+use crate::scheduler::{BatchInput, FinishReason, SampleOutput, SchedulerConfig, Usage};
 use crate::tokenizer::{ChatFormat, ChatTemplate, GgufVocab, Tokenizer};
 
 /// What the mock model writes, one byte per position: output token at
@@ -25,6 +26,8 @@ const SCRIPT: &str = "héllo wörld 日本! ";
 const EOS: u32 = 256;
 /// A prompt starting with this byte makes the model fail its step.
 const POISON: u8 = b'#';
+/// A prompt starting with this byte makes the model panic in its step.
+const PANIC: u8 = b'!';
 const BLOCK: usize = 4;
 
 fn byte_level_char(b: u8) -> char {
@@ -66,22 +69,18 @@ fn byte_vocab(specials: &[&str], eos: u32) -> Tokenizer {
     .expect("the byte-level test vocabulary builds")
 }
 
+/// The stand-in model, run by the real [`ShardActor`].
 struct MockShard {
     /// slot -> token id, as a real cache would hold K/V.
     cache: HashMap<u32, u32>,
-    steps: usize,
 }
 
-impl Actor for MockShard {
-    type Context = Context<Self>;
-}
+impl StepModel for MockShard {
+    fn describe(&self) -> String {
+        "the mock shard".into()
+    }
 
-impl Handler<RunStep> for MockShard {
-    type Result = Result<ShardOutput, String>;
-
-    fn handle(&mut self, msg: RunStep, _: &mut Context<Self>) -> Self::Result {
-        let b = &msg.batch;
-        self.steps += 1;
+    fn step(&mut self, b: &BatchInput, _: ShardInput) -> Result<ShardOutput, StepError> {
         // Slow enough that messages interleave with steps, as on a GPU.
         std::thread::sleep(Duration::from_millis(3));
         for (i, &t) in b.tokens.iter().enumerate() {
@@ -98,11 +97,14 @@ impl Handler<RunStep> for MockShard {
                 let slot = table[p / BLOCK] * BLOCK as u32 + (p % BLOCK) as u32;
                 match self.cache.get(&slot) {
                     Some(&t) => history.push(t),
-                    None => return Err(format!("position {p} was never written")),
+                    None => return Err(StepError::Step(format!("position {p} was never written"))),
                 }
             }
             if history[0] == u32::from(POISON) {
-                return Err("poisoned prompt".into());
+                return Err(StepError::Step("poisoned prompt".into()));
+            }
+            if history[0] == u32::from(PANIC) {
+                panic!("injected: the mock shard panicked");
             }
             let next = u32::from(script[(pos + 1) % script.len()]);
             let logits = s.want_logits.then(|| {
@@ -121,10 +123,19 @@ impl Handler<RunStep> for MockShard {
 
 /// The runtime around a mock shard on its own thread.
 fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
+    start_with(max_queue, num_blocks, None)
+}
+
+/// [`start`], with a fault injected.
+fn start_with(max_queue: usize, num_blocks: usize, fault: Option<Fault>) -> (Runtime, Arbiter) {
     let thread = Arbiter::new();
-    let shard = MockShard::start_in_arbiter(&thread.handle(), |_| MockShard {
-        cache: HashMap::new(),
-        steps: 0,
+    let shard = ShardActor::start_in_arbiter(&thread.handle(), move |_| {
+        ShardActor::new(
+            MockShard {
+                cache: HashMap::new(),
+            },
+            fault,
+        )
     });
     let tok = tokenizer();
     let parts = RuntimeParts {
@@ -154,6 +165,7 @@ fn start(max_queue: usize, num_blocks: usize) -> (Runtime, Arbiter) {
         max_queue,
         tokenizer_threads: 1,
         served_model_name: None,
+        fault,
     };
     (Runtime::start_parts(parts, opts), thread)
 }
@@ -626,4 +638,174 @@ async fn think_tags_split_into_reasoning_and_answer() {
     // Cut off while thinking: every token is reasoning.
     let (_, _, count) = detokenize_reasoning(r1, "still thinking</thi").await;
     assert_eq!(count, token_count("still thinking</thi"));
+}
+
+/// The choices of one API call (`n` × prompts), all of "x".
+fn group(count: usize, max_tokens: usize) -> Vec<GenerateRequest> {
+    (0..count).map(|_| request("x", max_tokens)).collect()
+}
+
+#[actix_rt::test]
+async fn a_group_larger_than_the_queue_is_refused_naming_the_limit() {
+    // Eight run at once and four may wait: thirteen choices could never be
+    // admitted together, even on this idle server.
+    let (rt, _t) = start(4, 64);
+    let err = rt.submit_group(group(13, 2)).await.expect_err("never fits");
+    assert_eq!(
+        err,
+        BackendError::TooManyChoices {
+            choices: 13,
+            max_queue: 4
+        }
+    );
+    assert_eq!(err.status(), 400);
+    let msg = err.to_string();
+    assert!(msg.contains("max_queue") && msg.contains('4'), "{msg}");
+    // Nothing of it ran, and the queue is whole: a group of four fits.
+    let m = rt.metrics().await;
+    assert_eq!((m.prompt_tokens_total, m.requests_cancelled_total), (0, 0));
+    let accepted = rt.submit_group(group(4, 2)).await.expect("fits");
+    assert_eq!(accepted.len(), 4);
+    for (_, rx) in accepted {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+}
+
+#[actix_rt::test]
+async fn a_group_is_admitted_whole_or_not_at_all() {
+    let (rt, _t) = start(4, 64);
+    // Both reach Intake before either is handed over: three are queued when
+    // the second asks for three more, so it is refused whole (429), and
+    // none of its choices runs.
+    let (a, b) = futures_util::join!(rt.submit_group(group(3, 2)), rt.submit_group(group(3, 2)));
+    let a = a.expect("the first group fits");
+    assert_eq!(b.err(), Some(BackendError::QueueFull(3)));
+    for (_, rx) in a {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+    wait_for(&rt, "the first group done", |m| {
+        m.requests_running == 0 && m.requests_waiting == 0
+    })
+    .await;
+    let m = rt.metrics().await;
+    assert_eq!(m.requests_finished_total, 3);
+    assert_eq!(m.requests_cancelled_total, 0);
+    assert_eq!(m.prompt_tokens_total, 3, "only the first group's prompts");
+}
+
+#[actix_rt::test]
+async fn one_bad_choice_refuses_its_group_and_leaks_no_queue_place() {
+    let (rt, _t) = start(4, 64);
+    // A tokenizer refusal (an id past the vocabulary) in the last choice.
+    let mut bad = group(3, 2);
+    bad.push(GenerateRequest {
+        prompt: PromptInput::Ids(vec![999]),
+        ..request("", 2)
+    });
+    let err = rt.submit_group(bad).await.expect_err("bad id");
+    assert!(
+        matches!(err, BackendError::InvalidRequest(ref m) if m.contains("999")),
+        "{err:?}"
+    );
+    // A scheduler refusal (prompt plus max_tokens past the context) in the first.
+    let mut bad = group(3, 2);
+    bad[0] = request("abcd", 600);
+    let err = rt.submit_group(bad).await.expect_err("too long");
+    assert!(
+        matches!(err, BackendError::InvalidRequest(ref m) if m.contains("600")),
+        "{err:?}"
+    );
+    let m = rt.metrics().await;
+    assert_eq!(
+        (
+            m.prompt_tokens_total,
+            m.requests_finished_total,
+            m.requests_cancelled_total
+        ),
+        (0, 0, 0),
+        "no choice of a refused group ran"
+    );
+    // Every place in the queue is free again.
+    let accepted = rt.submit_group(group(4, 2)).await.expect("fits");
+    for (_, rx) in accepted {
+        assert_eq!(collect(rx).await.finished().0, FinishReason::Length);
+    }
+}
+
+/// Collects every stream and checks each ended in an engine error whose
+/// message contains `needle`.
+async fn all_fail_with(rxs: Vec<UnboundedReceiver<Event>>, needle: &str) -> Vec<Collected> {
+    let mut out = Vec::new();
+    for rx in rxs {
+        let c = collect(rx).await;
+        match &c.end {
+            Some(Event::Error(BackendError::Engine(msg))) => {
+                assert!(msg.contains(needle), "{msg}")
+            }
+            other => panic!("expected an engine error, got {other:?}"),
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A failed runtime is no zombie: not ready, says why, refuses new work
+/// with 503, and holds no blocks.
+async fn assert_failed(rt: &Runtime, needle: &str) {
+    assert!(!rt.ready());
+    let reason = rt.failure().expect("the runtime says it failed");
+    assert!(reason.contains(needle), "{reason}");
+    let err = rt.submit(request("y", 2)).await.expect_err("refused");
+    assert!(
+        matches!(err, BackendError::Unavailable(ref m) if m.contains(needle)),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), 503);
+    let m = rt.metrics().await;
+    assert_eq!((m.requests_running, m.requests_waiting), (0, 0), "{m:?}");
+    assert_eq!(m.kv_blocks_used, 0);
+}
+
+#[actix_rt::test]
+async fn a_shard_panic_answers_every_request_and_fails_the_runtime() {
+    let (rt, _t) = start(16, 64);
+    let (_, mut running) = rt.submit(request("x", 200)).await.expect("accepted");
+    for _ in 0..3 {
+        assert!(matches!(running.recv().await, Some(Event::Delta { .. })));
+    }
+    // Its first step panics the model, with the other request in the batch.
+    let (_, panicking) = rt.submit(request("!boom", 5)).await.expect("accepted");
+    all_fail_with(vec![running, panicking], "mock shard panicked").await;
+    assert_failed(&rt, "the step panicked").await;
+}
+
+/// The test hook panics the shard mid-generation, with requests running
+/// and others waiting (eight run at once): every one gets the error.
+#[actix_rt::test]
+async fn an_injected_shard_panic_fails_running_and_waiting_requests() {
+    let fault = Fault::ShardPanic { at_step: 6 };
+    let (rt, _t) = start_with(16, 256, Some(fault));
+    let accepted = rt.submit_group(group(10, 100)).await.expect("accepted");
+    let rxs = accepted.into_iter().map(|(_, rx)| rx).collect();
+    let collected = all_fail_with(rxs, "injected test fault").await;
+    assert!(
+        collected.iter().any(|c| !c.ids.is_empty()),
+        "it failed mid-generation"
+    );
+    assert_failed(&rt, "panic in step 6").await;
+    assert_eq!(rt.metrics().await.requests_failed_total, 10);
+}
+
+#[actix_rt::test]
+async fn an_injected_scheduler_panic_answers_every_request_and_fails_the_runtime() {
+    let fault = Fault::SchedulerPanic { at_step: 4 };
+    let (rt, _t) = start_with(16, 256, Some(fault));
+    let accepted = rt.submit_group(group(3, 100)).await.expect("accepted");
+    let rxs = accepted.into_iter().map(|(_, rx)| rx).collect();
+    all_fail_with(rxs, "Scheduler panicked").await;
+    assert!(!rt.ready());
+    let reason = rt.failure().expect("the runtime says it failed");
+    assert!(reason.contains("Scheduler panicked"), "{reason}");
+    let err = rt.submit(request("y", 2)).await.expect_err("refused");
+    assert_eq!(err.status(), 503, "{err:?}");
 }

@@ -151,6 +151,10 @@ impl From<BackendError> for ApiError {
         let message = e.to_string();
         match e {
             BackendError::InvalidRequest(_) => Self::bad_request(message),
+            BackendError::TooManyChoices { .. } => Self {
+                code: Some("too_many_choices"),
+                ..Self::bad_request(message)
+            },
             BackendError::QueueFull(_) => Self {
                 code: Some("queue_full"),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
@@ -204,6 +208,14 @@ mod tests {
                 "server_error",
             ),
             (BackendError::Engine("boom".into()), 500, "server_error"),
+            (
+                BackendError::TooManyChoices {
+                    choices: 512,
+                    max_queue: 64,
+                },
+                400,
+                "invalid_request_error",
+            ),
         ];
         for (e, status, kind) in cases {
             assert_eq!(e.status(), status);

@@ -1,5 +1,5 @@
-//! One API request's backend side: submits each choice (`n` per prompt) to
-//! the [`Backend`], merges their event streams in arrival order, and cancels
+//! One API request's backend side: submits its choices (`n` per prompt) to
+//! the [`Backend`] as one group, admitted whole or not at all, merges their event streams in arrival order, and cancels
 //! every unfinished choice when dropped. Handlers, SSE bodies and WebSocket
 //! tasks own a [`Generation`]; dropping it (client gone, stream error,
 //! cancel message) both drops the receivers, which the runtime sees within a
@@ -29,19 +29,22 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Submits every choice of `job`, in order. A refusal (full queue, bad
-    /// prompt...) cancels the choices already accepted and comes back as the
-    /// request's error, before any response is started.
+    /// Submits every choice of `job` together. A refusal (full queue, more
+    /// choices than the queue could ever hold, bad prompt...) refuses them
+    /// all and comes back as the request's error, before any response is
+    /// started.
     pub async fn start(backend: Arc<dyn Backend>, job: &CompletionJob) -> Result<Self, ApiError> {
+        let requests = (0..job.num_choices())
+            .map(|index| job.choice_request(index))
+            .collect();
+        let accepted = backend.submit_group(requests).await?;
         let mut generation = Generation {
-            backend: backend.clone(),
-            ids: Vec::with_capacity(job.num_choices()),
-            done: Vec::with_capacity(job.num_choices()),
+            backend,
+            ids: Vec::with_capacity(accepted.len()),
+            done: Vec::with_capacity(accepted.len()),
             events: SelectAll::new(),
         };
-        for index in 0..job.num_choices() {
-            // On error `generation` drops here, cancelling earlier choices.
-            let (id, rx) = backend.submit(job.choice_request(index)).await?;
+        for (index, (id, rx)) in accepted.into_iter().enumerate() {
             generation.ids.push(id);
             generation.done.push(false);
             generation.events.push(Box::pin(

@@ -50,6 +50,12 @@ pub async fn model(
 }
 
 pub async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    // A failed runtime is not coming back in this process (it exits to be
+    // restarted): say why, so the orchestrator's log shows it.
+    if let Some(reason) = state.backend.failure() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "failed", "reason": reason}));
+    }
     if state.backend.ready() {
         HttpResponse::Ok().json(json!({"status": "ok"}))
     } else {

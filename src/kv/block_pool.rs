@@ -14,7 +14,9 @@
 //!   *free* (`refs == 0`, no hash, on the free list).
 //! - The free list is ordered by release time: allocation takes from the head,
 //!   so the least recently released cached block is evicted first (LRU), and
-//!   a block released just now is the last to be reused.
+//!   a block released just now is the last to be reused. A sequence's
+//!   blocks are released tail-first (the Scheduler's `Sequence` does so), so
+//!   its deepest blocks are evicted before the prefix blocks they chain from.
 //! - Only full blocks are cached. A block's hash chains its parent's hash with
 //!   its own token ids, so a hit on block i implies the whole prefix matches;
 //!   the tokens are stored too, so a 64-bit hash collision can never return

@@ -195,10 +195,22 @@ impl Sequence {
         }
     }
 
+    /// Frees the blocks tail-first, as vLLM does: the pool evicts the least
+    /// recently released block first, so the deepest blocks of this sequence
+    /// go before the prefix they hang off. Freed head-first, a shared prefix's
+    /// root would be evicted first and strand every cached block after it.
     fn release_blocks(&mut self) {
-        self.blocks.clear();
+        while self.blocks.pop().is_some() {}
         self.hashes.clear();
         self.num_computed = 0;
+    }
+}
+
+impl Drop for Sequence {
+    // A finished or cancelled sequence is dropped, not released by hand; a
+    // plain Vec drop would free front to back.
+    fn drop(&mut self) {
+        self.release_blocks();
     }
 }
 
@@ -477,6 +489,16 @@ impl Scheduler {
             self.cancel(id);
         }
         ids
+    }
+
+    /// The model can run no more steps: drops every sequence, in flight,
+    /// running or waiting (freeing their blocks), and returns their ids so
+    /// the caller can fail those requests.
+    pub fn abort_all(&mut self) -> Vec<SeqId> {
+        self.in_flight.clear();
+        let running = std::mem::take(&mut self.running);
+        let waiting = std::mem::take(&mut self.waiting);
+        running.iter().chain(&waiting).map(|s| s.id).collect()
     }
 
     /// Applies the model's outputs for the last scheduled step (one

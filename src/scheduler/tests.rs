@@ -274,3 +274,67 @@ fn too_long_prompts_are_rejected_not_cut() {
     assert!(s.add(2, req(vec![], 5)).is_err());
     assert!(s.add(3, req(prompt(1, 20), 5)).is_ok());
 }
+
+#[test]
+fn shared_system_prompt_keeps_hitting_under_memory_pressure() {
+    // 8 blocks of 4 tokens. A request on the 16-token system prompt holds 6
+    // blocks (4 of the prompt, 2 of its own question and answer); an unrelated
+    // request between two of them needs 4, more than the 2 never-used blocks,
+    // so it must evict cached blocks. Freed tail-first, the victims are the
+    // last request's own blocks, and the system prompt (the root every later
+    // request hangs off) stays cached. Freed head-first, the root went first
+    // and every block after it was stranded.
+    let mut s = Scheduler::new(SchedulerConfig::default(), BlockPool::new(8, 4));
+    let mut m = MockModel::new(4);
+    let system = prompt(40, 16);
+    let mut id = 0;
+    for round in 0..4u32 {
+        let mut shared = system.clone();
+        shared.extend(prompt(50 + round, 6));
+        id += 1;
+        s.add(id, req(shared.clone(), 2)).unwrap();
+        let out = drain(&mut s, &mut m);
+        assert_eq!(out[&id].0, expected(&shared, 2));
+        let cached = out[&id].1.unwrap().1.cached_tokens;
+        let want = if round == 0 { 0 } else { system.len() };
+        assert_eq!(cached, want, "round {round}: the system prompt's blocks");
+
+        let other = prompt(60 + round, 14);
+        id += 1;
+        s.add(id, req(other.clone(), 2)).unwrap();
+        let out = drain(&mut s, &mut m);
+        assert_eq!(out[&id].0, expected(&other, 2));
+    }
+    assert!(
+        s.pool().stats().evictions > 0,
+        "the pool was small enough to force evictions"
+    );
+    assert_eq!(s.pool().num_used(), 0);
+}
+
+#[test]
+fn abort_all_drops_every_sequence_and_frees_every_block() {
+    let cfg = SchedulerConfig {
+        max_num_seqs: 2,
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(cfg, BlockPool::new(64, 4));
+    let mut m = MockModel::new(4);
+    for i in 0..3u64 {
+        s.add(i, req(prompt(i as u32, 6), 20)).unwrap();
+    }
+    let b = s.schedule().unwrap();
+    let o = m.run(&b);
+    s.update(o);
+    let _in_flight = s.schedule().unwrap();
+    assert_eq!((s.num_running(), s.num_waiting()), (2, 1));
+    let mut ids = s.abort_all();
+    ids.sort();
+    assert_eq!(ids, vec![0, 1, 2]);
+    assert!(!s.has_work());
+    assert_eq!(s.pool().num_used(), 0);
+    // The step that was in flight is forgotten: the next plan starts clean.
+    s.add(7, req(prompt(7, 5), 2)).unwrap();
+    let out = drain(&mut s, &mut m);
+    assert_eq!(out[&7].0, expected(&prompt(7, 5), 2));
+}

@@ -539,6 +539,17 @@ impl ServerProcess {
     /// Starts `binary serve --port <free> <args>` with no `WGSERVE_*`
     /// variables from our environment, logging to `log`.
     pub fn start(binary: &Path, args: &[String], log: &Path) -> std::io::Result<ServerProcess> {
+        Self::start_with_env(binary, args, &[], log)
+    }
+
+    /// [`ServerProcess::start`] with these environment variables set (after
+    /// ours are cleared), e.g. a test hook.
+    pub fn start_with_env(
+        binary: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> std::io::Result<ServerProcess> {
         let port = free_port();
         let out = std::fs::File::create(log)?;
         let mut cmd = Command::new("sh");
@@ -558,6 +569,7 @@ impl ServerProcess {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut shell = cmd.spawn()?;
         let stdin = shell.stdin.take();
         Ok(ServerProcess {
@@ -605,6 +617,19 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits for the server to exit on its own; its exit status, or `None`
+    /// if it is still running after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(status)) = self.shell.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// Stops the server (SIGTERM through the guard) and waits for it.
