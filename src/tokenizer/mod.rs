@@ -5,14 +5,17 @@
 
 pub mod chat_format;
 pub mod chat_template;
+pub mod gguf_vocab;
 pub mod harmony;
+pub mod incremental;
 pub mod reasoning;
+pub mod tokenizer_json;
 pub mod vocab;
 
 pub use chat_format::ChatFormat;
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError, CHATML_TEMPLATE};
+pub use gguf_vocab::{GgufVocab, SUPPORTED_PRE_TOKENIZERS};
 pub use harmony::{HarmonyDelta, HarmonyError, HarmonyOptions, HarmonyParser, ReasoningEffort};
+pub use incremental::IncrementalDecoder;
 pub use reasoning::{ReasoningFormat, ReasoningParser};
-pub use vocab::{
-    GgufVocab, IncrementalDecoder, TokenType, Tokenizer, TokenizerError, SUPPORTED_PRE_TOKENIZERS,
-};
+pub use vocab::{TokenType, Tokenizer, TokenizerError};
