@@ -15,7 +15,8 @@ use super::vocab::{
 impl Tokenizer {
     /// Loads a HuggingFace `tokenizer.json`. A `tokenizer_config.json` in the
     /// same folder, when present, supplies the BOS/EOS tokens and the chat
-    /// template (else `chat_template.jinja` does). BOS is added by the tokenizer.json's own post-processor.
+    /// template (else `chat_template.jinja` does). BOS is added by the
+    /// tokenizer.json's own post-processor.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         let load_err = |message: String| TokenizerError::Load {
             path: path.to_path_buf(),
@@ -26,38 +27,9 @@ impl Tokenizer {
             Some(p) if p.is_file() => Some(read_json(&p)?),
             _ => None,
         };
-
-        let vocab = inner.get_vocab(true);
-        let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
-        if n == 0 {
-            return Err(load_err("the vocabulary is empty".into()));
-        }
-        // Ids index a table: refuse one mostly made of holes.
-        if n > 2 * vocab.len() + 1024 {
-            return Err(load_err(format!(
-                "token ids go up to {} for only {} tokens; the file is corrupt",
-                n - 1,
-                vocab.len()
-            )));
-        }
-        let mut tokens = vec![String::new(); n];
-        for (tok, id) in vocab {
-            tokens[id as usize] = tok;
-        }
+        let tokens = tokens_by_id(&inner).map_err(load_err)?;
         let style = decoder_style(inner.get_decoder());
-        let added = inner.get_added_tokens_decoder();
-        let types: Vec<TokenType> = tokens
-            .iter()
-            .enumerate()
-            .map(|(id, tok)| match added.get(&(id as u32)) {
-                Some(a) if a.special => TokenType::Control,
-                Some(_) => TokenType::UserDefined,
-                None if style == PieceStyle::SentencePiece && parse_byte_token(tok).is_some() => {
-                    TokenType::Byte
-                }
-                None => TokenType::Normal,
-            })
-            .collect();
+        let types = token_types(&inner, &tokens, style);
         let pieces = tokens
             .iter()
             .zip(&types)
@@ -78,23 +50,7 @@ impl Tokenizer {
         };
         let bos_id = special_id("bos_token");
         let eos_id = special_id("eos_token");
-        let chat_template = config
-            .as_ref()
-            .and_then(|c| c.get("chat_template"))
-            .and_then(|t| match t {
-                serde_json::Value::String(s) => Some(s.clone()),
-                // A list of named templates: take "default".
-                serde_json::Value::Array(list) => list
-                    .iter()
-                    .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("default"))
-                    .and_then(|e| e.get("template")?.as_str().map(str::to_owned)),
-                _ => None,
-            });
-        // Newer checkpoints ship the template as its own file.
-        let chat_template = chat_template.or_else(|| {
-            let p = path.parent()?.join("chat_template.jinja");
-            std::fs::read_to_string(p).ok()
-        });
+        let chat_template = chat_template(config.as_ref(), path);
         let stop_ids = stop_ids(&tokens, &types, eos_id);
         Ok(Tokenizer {
             inner,
@@ -110,6 +66,71 @@ impl Tokenizer {
             description: format!("tokenizer.json ({})", path.display()),
         })
     }
+}
+
+/// The vocabulary (added tokens included) as a table indexed by id; a gap
+/// is an empty string.
+fn tokens_by_id(inner: &tokenizers::Tokenizer) -> Result<Vec<String>, String> {
+    let vocab = inner.get_vocab(true);
+    let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+    if n == 0 {
+        return Err("the vocabulary is empty".into());
+    }
+    // Ids index a table: refuse one mostly made of holes.
+    if n > 2 * vocab.len() + 1024 {
+        return Err(format!(
+            "token ids go up to {} for only {} tokens; the file is corrupt",
+            n - 1,
+            vocab.len()
+        ));
+    }
+    let mut tokens = vec![String::new(); n];
+    for (tok, id) in vocab {
+        tokens[id as usize] = tok;
+    }
+    Ok(tokens)
+}
+
+/// Added tokens are control (special) or user-defined; a SentencePiece
+/// model's `<0xXX>` tokens are bytes; the rest are normal.
+fn token_types(
+    inner: &tokenizers::Tokenizer,
+    tokens: &[String],
+    style: PieceStyle,
+) -> Vec<TokenType> {
+    let added = inner.get_added_tokens_decoder();
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(id, tok)| match added.get(&(id as u32)) {
+            Some(a) if a.special => TokenType::Control,
+            Some(_) => TokenType::UserDefined,
+            None if style == PieceStyle::SentencePiece && parse_byte_token(tok).is_some() => {
+                TokenType::Byte
+            }
+            None => TokenType::Normal,
+        })
+        .collect()
+}
+
+/// `tokenizer_config.json`'s `chat_template` (a string, or a list of named
+/// templates of which "default"), else a `chat_template.jinja` beside the
+/// tokenizer (newer checkpoints ship the template as its own file).
+fn chat_template(config: Option<&serde_json::Value>, path: &Path) -> Option<String> {
+    let from_config = config
+        .and_then(|c| c.get("chat_template"))
+        .and_then(|t| match t {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(list) => list
+                .iter()
+                .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|e| e.get("template")?.as_str().map(str::to_owned)),
+            _ => None,
+        });
+    from_config.or_else(|| {
+        let p = path.parent()?.join("chat_template.jinja");
+        std::fs::read_to_string(p).ok()
+    })
 }
 
 fn decoder_style(decoder: Option<&DecoderWrapper>) -> PieceStyle {
