@@ -90,7 +90,7 @@ pub struct GgufVocab {
 
 impl GgufVocab {
     /// Reads the `tokenizer.*` keys; a missing required key or a value of the
-    /// wrong type is a [`GgufError`] naming it.
+    /// wrong type is a [`GgufError`](crate::gguf::error::GgufError) naming it.
     pub fn from_metadata(meta: &Metadata) -> Result<Self, TokenizerError> {
         let owned = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
         Ok(GgufVocab {
