@@ -13,7 +13,9 @@ use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
 use wgserve::gpu::AdapterChoice;
 use wgserve::model::sampling::SamplingParams;
 use wgserve::scheduler::{SeqEvent, SeqRequest};
-use wgserve::tokenizer::{ChatMessage, IncrementalDecoder};
+use wgserve::tokenizer::{
+    ChatMessage, IncrementalDecoder, Prompt, PromptEncoder, PromptError, Tokenizer,
+};
 
 #[derive(Parser)]
 #[command(
@@ -204,76 +206,9 @@ fn plan(a: PlanArgs) -> Result<()> {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
-    if !a.model.exists() {
-        bail!(
-            "model {} not found; run scripts/setup to fetch the default model, or pass --model \
-             (a GGUF file or a HuggingFace model directory)",
-            a.model.display()
-        );
-    }
-    let cfg = EngineConfig {
-        model: a.model.clone(),
-        devices: vec![a.adapter.clone(); a.shards.max(1)],
-        max_num_seqs: 1,
-        ..Default::default()
-    };
-    let t_load = Instant::now();
-    let mut engine = Engine::new(&cfg).context("loading the model")?;
-    tracing::info!(
-        "loaded {} in {:.2}s on {} ({} KV blocks of {} tokens)",
-        engine.info.name,
-        t_load.elapsed().as_secs_f64(),
-        engine.adapter(),
-        engine.info.num_blocks,
-        engine.info.block_size
-    );
-    let tokenizer_owned = engine.tokenizer.take();
-    let tokenizer = tokenizer_owned.as_ref();
-    let need_tokenizer = || {
-        tokenizer.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no tokenizer, so it takes token ids only: pass --prompt-ids 1,2,3",
-                a.model.display()
-            )
-        })
-    };
-    let prompt = match (&a.prompt, &a.chat, &a.prompt_ids) {
-        (_, _, Some(ids)) => {
-            if ids.is_empty() {
-                bail!("--prompt-ids is empty");
-            }
-            if let Some(&bad) = ids
-                .iter()
-                .find(|&&id| id as usize >= engine.spec.vocab_size)
-            {
-                bail!(
-                    "token id {bad} is outside the vocabulary (ids must be below {})",
-                    engine.spec.vocab_size
-                );
-            }
-            ids.clone()
-        }
-        (Some(p), _, None) => need_tokenizer()?.encode(p, true)?,
-        (None, Some(c), None) => {
-            let tok = need_tokenizer()?;
-            let text = engine.chat_format.render(
-                &[ChatMessage::new("user", c.clone())],
-                true,
-                tok.bos_token().unwrap_or(""),
-                tok.eos_token().unwrap_or(""),
-                None,
-            )?;
-            tok.encode(&text, true)?
-        }
-        (None, None, None) => unreachable!("clap requires one"),
-    };
-    if prompt.len() >= engine.info.max_model_len {
-        bail!(
-            "the prompt has {} tokens but the context window is {} tokens; shorten it",
-            prompt.len(),
-            engine.info.max_model_len
-        );
-    }
+    let mut engine = load_for_generate(&a)?;
+    let tokenizer = engine.tokenizer.take();
+    let prompt = generate_prompt(&a, &engine, tokenizer.as_ref())?;
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_p: a.top_p,
@@ -295,59 +230,150 @@ fn generate(a: GenerateArgs) -> Result<()> {
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let run = run_to_end(&mut engine, tokenizer.as_ref(), !a.json)?;
+    report(&a, &engine, &prompt, &run);
+    Ok(())
+}
+
+/// Loads the model named by `--model` on `--shards` devices, for one sequence.
+fn load_for_generate(a: &GenerateArgs) -> Result<Engine> {
+    if !a.model.exists() {
+        bail!(
+            "model {} not found; run scripts/setup to fetch the default model, or pass --model \
+             (a GGUF file or a HuggingFace model directory)",
+            a.model.display()
+        );
+    }
+    let cfg = EngineConfig {
+        model: a.model.clone(),
+        devices: vec![a.adapter.clone(); a.shards.max(1)],
+        max_num_seqs: 1,
+        ..Default::default()
+    };
+    let t_load = Instant::now();
+    let engine = Engine::new(&cfg).context("loading the model")?;
+    tracing::info!(
+        "loaded {} in {:.2}s on {} ({} KV blocks of {} tokens)",
+        engine.info.name,
+        t_load.elapsed().as_secs_f64(),
+        engine.adapter(),
+        engine.info.num_blocks,
+        engine.info.block_size
+    );
+    Ok(engine)
+}
+
+/// The prompt's ids, encoded as the server encodes them (the chat template,
+/// the BOS rule, the vocabulary and context checks).
+fn generate_prompt(
+    a: &GenerateArgs,
+    engine: &Engine,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<Vec<u32>> {
+    let chat;
+    let prompt = match (&a.prompt, &a.chat, &a.prompt_ids) {
+        (_, _, Some(ids)) => Prompt::Ids(ids),
+        (Some(p), _, None) => Prompt::Text(p),
+        (None, Some(c), None) => {
+            chat = [ChatMessage::new("user", c.clone())];
+            Prompt::Chat(&chat)
+        }
+        (None, None, None) => unreachable!("clap requires one"),
+    };
+    let encoder = PromptEncoder {
+        tokenizer,
+        chat_format: &engine.chat_format,
+        vocab_size: engine.spec.vocab_size,
+        max_model_len: engine.info.max_model_len,
+    };
+    encoder.encode(prompt, true, None).map_err(|e| match e {
+        PromptError::NoTokenizer => anyhow::anyhow!(
+            "{} has no tokenizer, so it takes token ids only: pass --prompt-ids 1,2,3",
+            a.model.display()
+        ),
+        e => e.into(),
+    })
+}
+
+/// What one sequence produced, and when.
+struct Run {
+    ids: Vec<u32>,
+    /// The whole text, `tail` included.
+    text: String,
+    /// Text held back until the end (an incomplete UTF-8 character).
+    tail: String,
+    start: Instant,
+    first_token: Option<Instant>,
+    end: Instant,
+}
+
+/// Steps the engine until its one sequence finishes; with `stream`, each
+/// piece of text goes to stdout as it is decoded.
+fn run_to_end(engine: &mut Engine, tokenizer: Option<&Tokenizer>, stream: bool) -> Result<Run> {
     let mut decoder = IncrementalDecoder::new(true);
-    let mut out_ids = Vec::new();
-    let mut text_out = String::new();
-    let t0 = Instant::now();
-    let mut t_first = None;
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    let start = Instant::now();
+    let mut first_token = None;
     let stdout = std::io::stdout();
     while engine.scheduler.has_work() {
         for ev in engine.step()? {
             if let SeqEvent::Token { token, .. } = ev {
-                t_first.get_or_insert_with(Instant::now);
-                out_ids.push(token);
+                first_token.get_or_insert_with(Instant::now);
+                ids.push(token);
                 let piece = match tokenizer {
                     Some(tok) => decoder.push(tok, token)?,
                     None => String::new(),
                 };
-                if !a.json {
+                if stream {
                     let mut lock = stdout.lock();
                     let _ = lock.write_all(piece.as_bytes());
                     let _ = lock.flush();
                 }
-                text_out.push_str(&piece);
+                text.push_str(&piece);
             }
         }
     }
     let tail = decoder.finish();
-    text_out.push_str(&tail);
-    let t_end = Instant::now();
-    let t_first = t_first.unwrap_or(t_end);
-    let prefill_s = (t_first - t0).as_secs_f64();
-    let decode_s = (t_end - t_first).as_secs_f64();
+    text.push_str(&tail);
+    Ok(Run {
+        ids,
+        text,
+        tail,
+        start,
+        first_token,
+        end: Instant::now(),
+    })
+}
+
+/// With `--json`, one object on stdout; else the end of the streamed text
+/// and the speeds on stderr.
+fn report(a: &GenerateArgs, engine: &Engine, prompt: &[u32], run: &Run) {
+    let t_first = run.first_token.unwrap_or(run.end);
+    let prefill_s = (t_first - run.start).as_secs_f64();
+    let decode_s = (run.end - t_first).as_secs_f64();
     let prefill_tps = prompt.len() as f64 / prefill_s.max(1e-9);
-    let decode_tps = out_ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
+    let decode_tps = run.ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
     if a.json {
         let obj = serde_json::json!({
             "prompt_token_ids": prompt,
-            "token_ids": out_ids,
-            "text": text_out,
+            "token_ids": run.ids,
+            "text": run.text,
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
             "adapter": engine.adapter(),
         });
         println!("{obj}");
     } else {
-        print!("{tail}");
+        print!("{}", run.tail);
         println!();
         eprintln!(
             "prompt: {} tokens, {:.1} tok/s; decode: {} tokens, {:.2} tok/s ({})",
             prompt.len(),
             prefill_tps,
-            out_ids.len(),
+            run.ids.len(),
             decode_tps,
             engine.adapter()
         );
     }
-    Ok(())
 }

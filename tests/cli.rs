@@ -3,7 +3,8 @@
 //! one counted by hand from the architecture), and `wgserve generate` on
 //! the default model with each of its flags (`--json`, `--max-tokens`,
 //! `--temperature` with `--seed`, `--top-k`, `--top-p`, `--ignore-eos`,
-//! `--chat`, `--prompt-ids`, `--shards`).
+//! `--chat`, `--prompt-ids`, `--shards`), and `--chat` on a tiny written
+//! model whose template and encoder both add BOS (one BOS reaches the model).
 //!
 //! Each `generate` loads the model afresh (a few seconds on lavapipe) and
 //! decodes a handful of tokens.
@@ -311,4 +312,110 @@ fn generate_on_two_shards_matches_one() {
     let one = generate(&["--prompt", PROMPT, "--max-tokens", "4"]);
     let two = generate(&["--prompt", PROMPT, "--max-tokens", "4", "--shards", "2"]);
     assert_eq!(ids(&two, "token_ids"), ids(&one, "token_ids"));
+}
+
+/// A tiny random llama whose vocabulary adds BOS (`add_bos_token`) and whose
+/// chat template also writes `{{ bos_token }}`: the two must make one BOS.
+/// Returns the BOS id.
+fn write_bos_model(path: &std::path::Path) -> u32 {
+    use wgserve::gguf::metadata::MetaValue;
+    use wgserve::gguf::writer::GgufWriter;
+    use wgserve::gguf::{quant, GgmlType};
+
+    let (d, heads, ffn, vocab) = (128usize, 2u32, 256usize, 300usize);
+    // GPT-2's byte alphabet (printable bytes as themselves, the rest from
+    // U+0100) makes a valid byte-level BPE vocabulary of 256 tokens.
+    let mut tokens: Vec<String> = (0..=255u8)
+        .filter(|b| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF))
+        .map(|b| char::from(b).to_string())
+        .collect();
+    tokens.extend((0..68).map(|i| char::from_u32(256 + i).unwrap().to_string()));
+    tokens.push("hi".into());
+    let bos = tokens.len() as u32;
+    tokens.push("<s>".into());
+    let eos = tokens.len() as u32;
+    tokens.push("</s>".into());
+    while tokens.len() < vocab {
+        tokens.push(format!("<extra_{}>", tokens.len()));
+    }
+    let mut types = vec![1i32; vocab];
+    types[bos as usize] = 3;
+    types[eos as usize] = 3;
+
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", MetaValue::from("llama"))
+        .meta("general.name", MetaValue::from("tiny-bos"))
+        .meta("llama.block_count", MetaValue::U32(1))
+        .meta("llama.embedding_length", MetaValue::U32(d as u32))
+        .meta("llama.attention.head_count", MetaValue::U32(heads))
+        .meta("llama.attention.head_count_kv", MetaValue::U32(heads))
+        .meta("llama.feed_forward_length", MetaValue::U32(ffn as u32))
+        .meta("llama.context_length", MetaValue::U32(64))
+        .meta(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(1e-5),
+        )
+        .meta("tokenizer.ggml.model", MetaValue::from("gpt2"))
+        .meta("tokenizer.ggml.tokens", MetaValue::str_array(&tokens))
+        .meta("tokenizer.ggml.token_type", types.into())
+        .meta("tokenizer.ggml.merges", MetaValue::str_array(&["h i"]))
+        .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(bos))
+        .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(eos))
+        .meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
+        .meta(
+            "tokenizer.chat_template",
+            MetaValue::from("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"),
+        );
+    // Any weights do: the test reads only the prompt's ids.
+    let mut tensor = |name: &str, rows: usize, cols: usize| {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 101) as f32 / 101.0 - 0.5) * 0.2)
+            .collect();
+        let dims: Vec<u64> = if rows == 1 {
+            vec![cols as u64]
+        } else {
+            vec![cols as u64, rows as u64]
+        };
+        w.tensor(
+            name,
+            &dims,
+            GgmlType::F32,
+            quant::quantize(GgmlType::F32, &v),
+        );
+    };
+    tensor("token_embd.weight", vocab, d);
+    for t in ["attn_norm", "ffn_norm"] {
+        tensor(&format!("blk.0.{t}.weight"), 1, d);
+    }
+    for t in ["attn_q", "attn_k", "attn_v", "attn_output"] {
+        tensor(&format!("blk.0.{t}.weight"), d, d);
+    }
+    tensor("blk.0.ffn_gate.weight", ffn, d);
+    tensor("blk.0.ffn_up.weight", ffn, d);
+    tensor("blk.0.ffn_down.weight", d, ffn);
+    tensor("output_norm.weight", 1, d);
+    w.write(path).unwrap();
+    bos
+}
+
+/// `--chat` encodes as the server does: a template that writes BOS, on a
+/// model whose encoder adds BOS too, still gives the model one BOS.
+#[test]
+fn generate_chat_gets_one_bos_when_the_template_writes_it() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-bos.gguf");
+    let bos = u64::from(write_bos_model(&model));
+    let model = model.to_str().unwrap();
+    let chat = generate(&["--model", model, "--chat", "hi", "--max-tokens", "1"]);
+    let prompt = ids(&chat, "prompt_token_ids");
+    assert_eq!(prompt[0], bos, "{chat}");
+    assert_eq!(
+        prompt.iter().filter(|&&id| id == bos).count(),
+        1,
+        "one BOS: {prompt:?}"
+    );
+    // Raw text is encoded as written: the encoder's BOS before the text's.
+    let text = generate(&["--model", model, "--prompt", "<s>hi", "--max-tokens", "1"]);
+    assert_eq!(ids(&text, "prompt_token_ids")[..2], [bos, bos], "{text}");
 }

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use wgserve::gguf::reader::GgufFile;
 use wgserve::tokenizer::chat_template::{ChatMessage, ChatTemplate};
-use wgserve::tokenizer::vocab::{IncrementalDecoder, Tokenizer, TokenizerError};
+use wgserve::tokenizer::{IncrementalDecoder, Tokenizer, TokenizerError};
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,9 @@ use actix::{Actor, Handler, SyncContext};
 
 use super::messages::{Detokenize, Tokenize};
 use crate::backend::{BackendError, PromptInput};
-use crate::tokenizer::{ChatFormat, ReasoningEffort, Tokenizer};
+use crate::tokenizer::{
+    ChatFormat, Prompt, PromptEncoder, PromptError, ReasoningEffort, Tokenizer,
+};
 
 pub struct TokenizerWorker {
     /// `None`: the model has no vocabulary and takes token ids only.
@@ -39,13 +41,7 @@ impl TokenizerWorker {
 
     /// The tokenizer, or the error a text prompt gets from a model without one.
     fn tokenizer(&self) -> Result<&Tokenizer, BackendError> {
-        self.tokenizer.as_deref().ok_or_else(|| {
-            BackendError::InvalidRequest(
-                "this model has no tokenizer, so it takes token ids only: send the prompt \
-                 as an array of token ids (/v1/completions)"
-                    .into(),
-            )
-        })
+        self.tokenizer.as_deref().ok_or_else(no_tokenizer)
     }
 
     /// The token ids of `prompt`; with `check_context`, refuses a prompt
@@ -56,65 +52,33 @@ impl TokenizerWorker {
         check_context: bool,
         reasoning_effort: Option<ReasoningEffort>,
     ) -> Result<Vec<u32>, BackendError> {
-        let ids = match prompt {
-            PromptInput::Chat(messages) => {
-                let tok = self.tokenizer()?;
-                let text = self
-                    .chat_format
-                    .render(
-                        messages,
-                        true,
-                        tok.bos_token().unwrap_or(""),
-                        tok.eos_token().unwrap_or(""),
-                        reasoning_effort,
-                    )
-                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
-                let mut ids = tok
-                    .encode(&text, true)
-                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
-                // A template that writes BOS itself, on a model whose encoder
-                // also adds one, would give two: the model never saw that.
-                if let Some(bos) = tok.bos_id() {
-                    if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
-                        ids.remove(0);
-                    }
-                }
-                ids
-            }
-            PromptInput::Text(text) => self
-                .tokenizer()?
-                .encode(text, true)
-                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?,
-            PromptInput::Ids(ids) => {
-                let vocab = match &self.tokenizer {
-                    Some(t) => t.vocab_size().min(self.vocab_size),
-                    None => self.vocab_size,
-                };
-                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(BackendError::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary (ids must be below {vocab})"
-                    )));
-                }
-                ids.clone()
-            }
+        let encoder = PromptEncoder {
+            tokenizer: self.tokenizer.as_deref(),
+            chat_format: &self.chat_format,
+            vocab_size: self.vocab_size,
+            max_model_len: self.max_model_len,
         };
-        if check_context {
-            if ids.is_empty() {
-                return Err(BackendError::InvalidRequest(
-                    "the prompt is empty; send at least one token".into(),
-                ));
-            }
-            if ids.len() >= self.max_model_len {
-                return Err(BackendError::InvalidRequest(format!(
-                    "the prompt has {} tokens but this model's context window is {} tokens \
-                     (the prompt and at least one generated token must fit); shorten the prompt",
-                    ids.len(),
-                    self.max_model_len
-                )));
-            }
-        }
-        Ok(ids)
+        let prompt = match prompt {
+            PromptInput::Chat(messages) => Prompt::Chat(messages),
+            PromptInput::Text(text) => Prompt::Text(text),
+            PromptInput::Ids(ids) => Prompt::Ids(ids),
+        };
+        encoder
+            .encode(prompt, check_context, reasoning_effort)
+            .map_err(|e| match e {
+                PromptError::NoTokenizer => no_tokenizer(),
+                e => BackendError::InvalidRequest(e.to_string()),
+            })
     }
+}
+
+/// What a text prompt gets from a model without a tokenizer.
+fn no_tokenizer() -> BackendError {
+    BackendError::InvalidRequest(
+        "this model has no tokenizer, so it takes token ids only: send the prompt \
+         as an array of token ids (/v1/completions)"
+            .into(),
+    )
 }
 
 impl Actor for TokenizerWorker {

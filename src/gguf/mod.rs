@@ -5,9 +5,11 @@
 
 pub mod error;
 pub mod ggml_type;
+pub mod header;
 pub mod metadata;
 pub mod quant;
 pub mod reader;
+pub mod tensor;
 pub mod writer;
 
 pub use ggml_type::GgmlType;
