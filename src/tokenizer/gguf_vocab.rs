@@ -368,6 +368,7 @@ fn byte_level_pre_tokenizer(pre: &str) -> Result<(PreTokenizerWrapper, bool), To
         other => {
             return Err(TokenizerError::UnsupportedPreTokenizer {
                 pre: other.to_owned(),
+                supported: SUPPORTED_PRE_TOKENIZERS,
             })
         }
     })
@@ -591,7 +592,9 @@ mod tests {
     fn unsupported_model_and_pre_tokenizer_are_named() {
         let mut m = bpe_meta("jais");
         let err = Tokenizer::from_gguf(&m).unwrap_err();
-        assert!(matches!(&err, TokenizerError::UnsupportedPreTokenizer { pre } if pre == "jais"));
+        assert!(
+            matches!(&err, TokenizerError::UnsupportedPreTokenizer { pre, .. } if pre == "jais")
+        );
         let msg = err.to_string();
         assert!(msg.contains("\"jais\"") && msg.contains("smollm") && msg.contains("llama-bpe"));
 

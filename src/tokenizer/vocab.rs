@@ -18,8 +18,6 @@ use std::sync::LazyLock;
 
 use crate::gguf::error::GgufError;
 
-use super::gguf_vocab::SUPPORTED_PRE_TOKENIZERS;
-
 /// SentencePiece's visible space, U+2581.
 pub(super) const SPM_SPACE: &str = "\u{2581}";
 
@@ -57,9 +55,13 @@ pub enum TokenizerError {
     #[error(
         "tokenizer.ggml.pre is \"{pre}\", a pre-tokenizer wgserve does not implement; \
          supported: {}; serve the model's tokenizer.json instead",
-        SUPPORTED_PRE_TOKENIZERS.join(", ")
+        .supported.join(", ")
     )]
-    UnsupportedPreTokenizer { pre: String },
+    UnsupportedPreTokenizer {
+        pre: String,
+        /// The names the GGUF vocabulary builder understands.
+        supported: &'static [&'static str],
+    },
 
     #[error("the model's vocabulary is invalid: {reason}")]
     InvalidVocab { reason: String },
