@@ -1,42 +1,31 @@
 //! A model shard: the weights of a contiguous range of layers on one device,
-//! those layers' KV pages, and the forward pass over them for a batch.
+//! those layers' KV pages, and the step that runs them for a batch.
 //!
-//! One [`ModelShard::step`] records every dispatch of every layer into one
-//! command encoder, submits once, and reads back one small buffer: the
-//! sampled ids (and only the logits rows a CPU sampler needs) on the last
-//! shard, or the hidden states to hand to the next shard. With one GPU there
-//! is one shard holding every layer.
+//! One [`ModelShard::step`] uploads the batch's inputs, records every
+//! layer's blocks (`forward.rs`: attention, then the feed-forward block) and
+//! on the last shard the head into one command encoder, submits once, and
+//! reads back one small buffer: the sampled ids (and only the logits rows a
+//! CPU sampler needs) on the last shard, or the hidden states to hand to the
+//! next shard. With one GPU there is one shard holding every layer.
 //!
-//! The shard owns no sequence state: each step's [`BatchInput`] says which
-//! tokens to run, at which positions, and which KV pages they use.
-//!
-//! gpt-oss layers differ from llama's in their options (attention sinks,
-//! a sliding window on even layers, an output-projection bias, YaRN) and in
-//! their feed-forward block, a routed mixture of experts (`MoeStep`).
+//! The shard owns its device buffers (it sizes the step's scratch for its
+//! [`ShardLimits`]) but no sequence state: each step's [`BatchInput`] says
+//! which tokens to run, at which positions, and which KV pages they use.
+//! What a layer computes, and per-architecture differences, belong in
+//! `forward.rs`, not here.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::gguf::{reader::GgufFile, GgmlType};
-use crate::gpu::kernels::moe::{MoeMatmul, MoeOutput, MoeRouter, Routing};
-use crate::gpu::kernels::{
-    argmax::Argmax,
-    attention::{AttentionConfig, AttentionKernel, LayerAttention, PagedAttention},
-    embedding::Embedding,
-    kv_write::{KvWrite, PagedBatch},
-    matmul::Matmul,
-    quantize_act::{ActQuant, QuantizeAct},
-    rmsnorm::{RmsNorm, Rows},
-    rope::{Rope, RopeParams},
-    swiglu::{SwiGlu, SwiGluMode},
-};
-use crate::gpu::weights::DeviceTensor;
+use crate::gguf::reader::GgufFile;
+use crate::gpu::kernels::quantize_act::ActQuant;
 use crate::gpu::{GpuContext, GpuError};
-use crate::scheduler::{BatchInput, SampleOutput};
+use crate::scheduler::{BatchInput, SampleOutput, SampleRow};
 
+use super::forward::{Forward, Kernels, Scratch};
 use super::kv_cache::{layout_with, DeviceKvCache};
-use super::spec::{Arch, ModelError, ModelSpec};
-use super::weights::{Ffn, MoeWeights, ShardWeights};
+use super::spec::{ModelError, ModelSpec};
+use super::weights::ShardWeights;
 
 /// Sizes fixed when a shard is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,52 +57,6 @@ pub enum ShardInput {
 pub enum ShardOutput {
     Hidden(Vec<f32>),
     Samples(Vec<SampleOutput>),
-}
-
-/// The per-step buffers, sized for [`ShardLimits`].
-struct Scratch {
-    tokens: wgpu::Buffer,
-    positions: wgpu::Buffer,
-    seq_of_token: wgpu::Buffer,
-    slot_mapping: wgpu::Buffer,
-    block_tables: wgpu::Buffer,
-    x: wgpu::Buffer,
-    xn: wgpu::Buffer,
-    q: wgpu::Buffer,
-    k: wgpu::Buffer,
-    v: wgpu::Buffer,
-    att: wgpu::Buffer,
-    /// `[M][ffn_dim]`, or for a mixture of experts `[M][k_used][expert_ffn]`.
-    gate: wgpu::Buffer,
-    up: wgpu::Buffer,
-    /// silu(gate) * up (a kernel's output may not alias its inputs).
-    act: wgpu::Buffer,
-    /// Mixture of experts: router logits `[M][n_experts]`, the chosen
-    /// experts `[M][k_used]` (u32) and their weights `[M][k_used]`.
-    router_logits: wgpu::Buffer,
-    expert_ids: wgpu::Buffer,
-    expert_weights: wgpu::Buffer,
-    xs: wgpu::Buffer,
-    logits: wgpu::Buffer,
-    ids: wgpu::Buffer,
-    /// Matmul inputs rounded to an activation grid, one buffer per grid.
-    xq: HashMap<ActQuant, wgpu::Buffer>,
-    staging: wgpu::Buffer,
-}
-
-struct Kernels {
-    embedding: HashMap<GgmlType, Embedding>,
-    matmul: HashMap<GgmlType, Matmul>,
-    rmsnorm: RmsNorm,
-    rope: Rope,
-    kv_write: KvWrite,
-    attention: PagedAttention,
-    swiglu: SwiGlu,
-    /// Mixture of experts (gpt-oss) only.
-    moe_router: Option<MoeRouter>,
-    moe_matmul: HashMap<GgmlType, MoeMatmul>,
-    argmax: Argmax,
-    quantize_act: QuantizeAct,
 }
 
 pub struct ModelShard {
@@ -150,7 +93,7 @@ impl ModelShard {
             Some(_) => Some(file.dequantize("rope_freqs.weight")?),
             None => None,
         };
-        let kernels = Self::kernels(&ctx, spec, &weights, layout, freq_factors)?;
+        let kernels = Kernels::new(&ctx, spec, &weights, layout, freq_factors)?;
         let scratch = Self::scratch(&ctx, spec, &limits, &weights)?;
         Ok(Self {
             ctx,
@@ -161,67 +104,6 @@ impl ModelShard {
             kv,
             kernels,
             scratch,
-        })
-    }
-
-    fn kernels(
-        ctx: &GpuContext,
-        spec: &ModelSpec,
-        w: &ShardWeights,
-        layout: crate::gpu::kernels::kv_write::KvCacheLayout,
-        freq_factors: Option<Vec<f32>>,
-    ) -> Result<Kernels, ModelError> {
-        let types = w.matrix_types();
-        let mut matmul = HashMap::new();
-        for t in types {
-            matmul.insert(t, Matmul::new(ctx, t)?);
-        }
-        let mut embedding = HashMap::new();
-        if let Some(e) = &w.embedding {
-            embedding.insert(e.ty, Embedding::new(ctx, e.ty)?);
-        }
-        let mut moe_matmul = HashMap::new();
-        for t in w.expert_types() {
-            moe_matmul.insert(t, MoeMatmul::new(ctx, t)?);
-        }
-        let moe_router = if spec.n_experts > 0 {
-            Some(MoeRouter::new(ctx)?)
-        } else {
-            None
-        };
-        let mut rope = RopeParams::new(spec.rope_mode, spec.head_dim as u32, spec.rope_freq_base);
-        rope.n_rot = spec.rope_n_rot as u32;
-        rope.freq_scale = spec.rope_freq_scale;
-        rope.yarn = spec.yarn_params();
-        rope.freq_factors = freq_factors;
-        Ok(Kernels {
-            embedding,
-            matmul,
-            rmsnorm: RmsNorm::new(ctx, spec.rms_eps)?,
-            rope: Rope::new(ctx, &rope)?,
-            kv_write: KvWrite::new(ctx, layout).map_err(kv_err)?,
-            attention: PagedAttention::new(
-                ctx,
-                AttentionConfig {
-                    layout,
-                    n_heads: spec.n_heads as u32,
-                    scale: 1.0 / (spec.head_dim as f32).sqrt(),
-                    kernel: AttentionKernel::for_device(ctx),
-                },
-            )
-            .map_err(kv_err)?,
-            swiglu: SwiGlu::new(
-                ctx,
-                if spec.arch == Arch::GptOss {
-                    SwiGluMode::GPT_OSS
-                } else {
-                    SwiGluMode::Silu
-                },
-            )?,
-            moe_router,
-            moe_matmul,
-            argmax: Argmax::new(ctx)?,
-            quantize_act: QuantizeAct::new(ctx)?,
         })
     }
 
@@ -300,7 +182,7 @@ impl ModelShard {
         self.weights.device_bytes()
     }
 
-    fn check(&self, batch: &BatchInput) -> Result<(), ModelError> {
+    fn check(&self, batch: &BatchInput, input: &ShardInput) -> Result<(), ModelError> {
         let l = &self.limits;
         let bad = |message: String| {
             Err(ModelError::Invalid {
@@ -342,27 +224,80 @@ impl ModelShard {
         {
             return bad("a slot or token id is out of range".into());
         }
+        if let ShardInput::Hidden(h) = input {
+            if h.len() != m * self.spec.d_model {
+                return bad(format!(
+                    "hidden states of {} floats for {m} tokens",
+                    h.len()
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// Runs the shard's layers for one batch. One encoder, one submit, one readback.
+    /// Runs the shard's layers for one batch. One encoder, one submit, one
+    /// readback: the hidden states for the next shard, or the last shard's
+    /// sampled ids and the logits rows a CPU sampler asked for.
     pub fn step(
         &mut self,
         batch: &BatchInput,
         input: ShardInput,
     ) -> Result<ShardOutput, ModelError> {
-        self.check(batch)?;
+        self.check(batch, &input)?;
         let t_start = std::time::Instant::now();
         let ctx = &self.ctx;
         // Nothing recorded on this device is pending: parameter slots can be
         // reused, which keeps every cached bind group valid step after step.
         ctx.dispatches.begin_step();
-        let s = &self.scratch;
-        let spec = &self.spec;
-        let m = batch.num_tokens() as u32;
-        let d = spec.d_model as u32;
+        let stride = self.upload(batch, &input);
+        let f = Forward {
+            ctx,
+            spec: &self.spec,
+            kernels: &self.kernels,
+            scratch: &self.scratch,
+            paged: self.scratch.paged(batch.num_tokens() as u32, stride),
+        };
+        let mut enc = ctx.encoder("step");
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            if matches!(input, ShardInput::Tokens) {
+                let e = self.weights.embedding.as_ref();
+                f.embed(&mut pass, e.expect("the first shard holds the embedding"))?;
+            }
+            for (i, lw) in self.weights.layers.iter().enumerate() {
+                let window = self.spec.layer_window(self.layers.start + i);
+                f.attention(&mut pass, lw, self.kv.layer(i), window)?;
+                f.feed_forward(&mut pass, lw)?;
+            }
+        }
+        if !self.is_last() {
+            return self.hand_on(enc, batch.num_tokens());
+        }
+        if batch.samples.is_empty() {
+            ctx.submit("step", enc)?;
+            return Ok(ShardOutput::Samples(Vec::new()));
+        }
+        let norm = self.weights.output_norm.as_ref().expect("last shard");
+        let output = self.weights.output.as_ref().expect("last shard");
+        f.head(&mut enc, &batch.samples, norm, output)?;
+        let read = self.copy_samples(&mut enc, &batch.samples);
+        let t_encoded = t_start.elapsed();
+        ctx.submit("step", enc)?;
+        let data = ctx.map_and_read::<u32>(&self.scratch.staging, read.bytes)?;
+        tracing::trace!(
+            "step of {} tokens: encoding {:.2} ms, device and readback {:.2} ms",
+            batch.num_tokens(),
+            t_encoded.as_secs_f64() * 1e3,
+            (t_start.elapsed() - t_encoded).as_secs_f64() * 1e3
+        );
+        Ok(ShardOutput::Samples(read.samples(&data)))
+    }
+
+    /// Writes the batch's inputs (and a previous shard's hidden states) into
+    /// the scratch buffers; returns the row stride of the block tables.
+    fn upload(&self, batch: &BatchInput, input: &ShardInput) -> usize {
+        let (s, q) = (&self.scratch, &self.ctx.queue);
         let (tables, stride) = batch.flat_block_tables();
-        let q = &ctx.queue;
         q.write_buffer(&s.tokens, 0, bytemuck::cast_slice(&batch.tokens));
         q.write_buffer(&s.positions, 0, bytemuck::cast_slice(&batch.positions));
         q.write_buffer(
@@ -376,348 +311,74 @@ impl ModelShard {
             bytemuck::cast_slice(&batch.slot_mapping),
         );
         q.write_buffer(&s.block_tables, 0, bytemuck::cast_slice(&tables));
-        if let ShardInput::Hidden(h) = &input {
-            if h.len() != batch.num_tokens() * spec.d_model {
-                return Err(ModelError::Invalid {
-                    path: "batch".into(),
-                    message: format!("hidden states of {} floats for {m} tokens", h.len()),
-                });
-            }
+        if let ShardInput::Hidden(h) = input {
             q.write_buffer(&s.x, 0, bytemuck::cast_slice(h));
         }
-        let paged = PagedBatch {
-            num_tokens: m,
-            positions: &s.positions,
-            seq_of_token: &s.seq_of_token,
-            slot_mapping: &s.slot_mapping,
-            block_tables: &s.block_tables,
-            max_blocks_per_seq: stride as u32,
-        };
-        let k = &self.kernels;
-        let mut enc = ctx.encoder("step");
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            if matches!(input, ShardInput::Tokens) {
-                let e = self
-                    .weights
-                    .embedding
-                    .as_ref()
-                    .expect("the first shard holds the embedding");
-                k.embedding[&e.ty].encode(ctx, &mut pass, e, &s.tokens, &s.x, m)?;
-            }
-            let (dm, qd, ff) = (
-                spec.d_model as u32,
-                spec.q_dim() as u32,
-                spec.ffn_dim as u32,
-            );
-            let moe = MoeStep {
-                kernels: k,
-                scratch: s,
-                ctx,
-                spec,
-                m,
-            };
-            for (i, lw) in self.weights.layers.iter().enumerate() {
-                let rows = Rows { count: m, width: d };
-                k.rmsnorm
-                    .encode(ctx, &mut pass, &s.x, &lw.attn_norm, &s.xn, rows);
-                let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
-                input.mul(&mut pass, &lw.wq, &s.q, m, lw.bq.as_ref(), false)?;
-                input.mul(&mut pass, &lw.wk, &s.k, m, lw.bk.as_ref(), false)?;
-                input.mul(&mut pass, &lw.wv, &s.v, m, lw.bv.as_ref(), false)?;
-                if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                    let hd = spec.head_dim as u32;
-                    let heads = |n: usize| Rows {
-                        count: m * n as u32,
-                        width: hd,
-                    };
-                    k.rmsnorm
-                        .encode_in_place(ctx, &mut pass, &s.q, qn, heads(spec.n_heads));
-                    k.rmsnorm
-                        .encode_in_place(ctx, &mut pass, &s.k, kn, heads(spec.n_kv_heads));
-                }
-                k.rope
-                    .encode(ctx, &mut pass, &s.q, &s.positions, m, spec.n_heads as u32);
-                k.rope.encode(
-                    ctx,
-                    &mut pass,
-                    &s.k,
-                    &s.positions,
-                    m,
-                    spec.n_kv_heads as u32,
-                );
-                let cache = self.kv.layer(i);
-                k.kv_write.encode(ctx, &mut pass, &paged, &s.k, &s.v, cache);
-                let layer = LayerAttention {
-                    cache,
-                    window: spec.layer_window(self.layers.start + i),
-                    sinks: lw.sinks.as_ref(),
-                };
-                k.attention
-                    .encode(ctx, &mut pass, &paged, &layer, &s.q, &s.att);
-                let mut input = Rounded::new(k, s, ctx, &s.att, m * qd);
-                input.mul(&mut pass, &lw.wo, &s.x, m, lw.bo.as_ref(), true)?;
-                k.rmsnorm
-                    .encode(ctx, &mut pass, &s.x, &lw.ffn_norm, &s.xn, rows);
-                match &lw.ffn {
-                    Ffn::Dense {
-                        w_gate,
-                        w_up,
-                        w_down,
-                    } => {
-                        let mut input = Rounded::new(k, s, ctx, &s.xn, m * dm);
-                        input.mul(&mut pass, w_gate, &s.gate, m, None, false)?;
-                        input.mul(&mut pass, w_up, &s.up, m, None, false)?;
-                        k.swiglu
-                            .encode(ctx, &mut pass, &s.gate, &s.up, &s.act, m * ff);
-                        let mut input = Rounded::new(k, s, ctx, &s.act, m * ff);
-                        input.mul(&mut pass, w_down, &s.x, m, None, true)?;
-                    }
-                    Ffn::Moe(mw) => moe.encode(&mut pass, mw)?,
-                }
-            }
-        }
-        let row_bytes = u64::from(d) * 4;
-        if !self.is_last() {
-            enc.copy_buffer_to_buffer(&s.x, 0, &s.staging, 0, u64::from(m) * row_bytes);
-            ctx.submit("step", enc)?;
-            let h = ctx.map_and_read::<f32>(&s.staging, u64::from(m) * row_bytes)?;
-            return Ok(ShardOutput::Hidden(h));
-        }
-        let r = batch.samples.len() as u32;
-        if r == 0 {
-            ctx.submit("step", enc)?;
-            return Ok(ShardOutput::Samples(Vec::new()));
-        }
-        for (i, row) in batch.samples.iter().enumerate() {
-            enc.copy_buffer_to_buffer(
-                &s.x,
-                u64::from(row.row) * row_bytes,
-                &s.xs,
-                i as u64 * row_bytes,
-                row_bytes,
-            );
-        }
-        let vocab = spec.vocab_size as u32;
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let norm = self.weights.output_norm.as_ref().expect("last shard");
-            let out = self.weights.output.as_ref().expect("last shard");
-            k.rmsnorm.encode(
-                ctx,
-                &mut pass,
-                &s.xs,
-                norm,
-                &s.xn,
-                Rows { count: r, width: d },
-            );
-            let mut input = Rounded::new(k, s, ctx, &s.xn, r * d);
-            input.mul(&mut pass, out, &s.logits, r, None, false)?;
-            k.argmax.encode(
-                ctx,
-                &mut pass,
-                &s.logits,
-                Rows {
-                    count: r,
-                    width: vocab,
-                },
-                &s.ids,
-                None,
-            );
-        }
-        let ids_bytes = u64::from(r) * 4;
+        stride
+    }
+
+    /// Not the last shard: submits and reads back the `m` rows of hidden
+    /// states for the next one.
+    fn hand_on(&self, mut enc: wgpu::CommandEncoder, m: usize) -> Result<ShardOutput, ModelError> {
+        let s = &self.scratch;
+        let bytes = (m * self.spec.d_model * 4) as u64;
+        enc.copy_buffer_to_buffer(&s.x, 0, &s.staging, 0, bytes);
+        self.ctx.submit("step", enc)?;
+        let h = self.ctx.map_and_read::<f32>(&s.staging, bytes)?;
+        Ok(ShardOutput::Hidden(h))
+    }
+
+    /// Copies the sampled ids, then each logits row a sample asked for, into
+    /// the staging buffer, and says where each lies.
+    fn copy_samples(&self, enc: &mut wgpu::CommandEncoder, samples: &[SampleRow]) -> Readback {
+        let s = &self.scratch;
+        let ids_bytes = samples.len() as u64 * 4;
         enc.copy_buffer_to_buffer(&s.ids, 0, &s.staging, 0, ids_bytes);
-        let logits_row = u64::from(vocab) * 4;
-        let mut read = ids_bytes;
-        let mut logits_at = Vec::new();
-        for (i, row) in batch.samples.iter().enumerate() {
+        let vocab = self.spec.vocab_size;
+        let logits_row = vocab as u64 * 4;
+        let mut read = Readback {
+            rows: samples.len(),
+            vocab,
+            bytes: ids_bytes,
+            logits_at: Vec::new(),
+        };
+        for (i, row) in samples.iter().enumerate() {
             if row.want_logits {
-                enc.copy_buffer_to_buffer(
-                    &s.logits,
-                    i as u64 * logits_row,
-                    &s.staging,
-                    read,
-                    logits_row,
-                );
-                logits_at.push((i, read));
-                read += logits_row;
+                let (from, to) = (i as u64 * logits_row, read.bytes);
+                enc.copy_buffer_to_buffer(&s.logits, from, &s.staging, to, logits_row);
+                read.logits_at.push((i, to));
+                read.bytes += logits_row;
             }
         }
-        let t_encoded = t_start.elapsed();
-        ctx.submit("step", enc)?;
-        let data = ctx.map_and_read::<u32>(&s.staging, read)?;
-        tracing::trace!(
-            "step of {m} tokens: encoding {:.2} ms, device and readback {:.2} ms",
-            t_encoded.as_secs_f64() * 1e3,
-            (t_start.elapsed() - t_encoded).as_secs_f64() * 1e3
-        );
-        let mut out: Vec<SampleOutput> = data[..r as usize]
+        read
+    }
+}
+
+/// The layout of the last shard's readback: `rows` sampled ids, then the
+/// logits rows asked for.
+struct Readback {
+    rows: usize,
+    vocab: usize,
+    /// Bytes to read.
+    bytes: u64,
+    /// (sample index, byte offset of its logits row).
+    logits_at: Vec<(usize, u64)>,
+}
+
+impl Readback {
+    fn samples(&self, data: &[u32]) -> Vec<SampleOutput> {
+        let mut out: Vec<SampleOutput> = data[..self.rows]
             .iter()
             .map(|&argmax| SampleOutput {
                 argmax,
                 logits: None,
             })
             .collect();
-        for (i, at) in logits_at {
+        for &(i, at) in &self.logits_at {
             let start = (at / 4) as usize;
-            let row: &[u32] = &data[start..start + vocab as usize];
+            let row: &[u32] = &data[start..start + self.vocab];
             out[i].logits = Some(bytemuck::cast_slice(row).to_vec());
         }
-        Ok(ShardOutput::Samples(out))
-    }
-}
-
-/// A gpt-oss mixture-of-experts block for one step, from the normed `xn`
-/// into the residual `x`.
-struct MoeStep<'a> {
-    kernels: &'a Kernels,
-    scratch: &'a Scratch,
-    ctx: &'a GpuContext,
-    spec: &'a ModelSpec,
-    m: u32,
-}
-
-impl MoeStep<'_> {
-    /// Routes each token to its experts (top-k of the raw router logits,
-    /// softmax over the k), runs their gate and up projections, the clamped
-    /// SwiGLU, and adds the routing-weighted sum of their down projections
-    /// into `x`. The expert matmuls read exact f32 activations (no rounding
-    /// onto an activation grid).
-    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, w: &MoeWeights) -> Result<(), GpuError> {
-        let (k, s, ctx, m) = (self.kernels, self.scratch, self.ctx, self.m);
-        let spec = self.spec;
-        let (e, used) = (spec.n_experts as u32, spec.n_experts_used as u32);
-        let mut input = Rounded::new(k, s, ctx, &s.xn, m * spec.d_model as u32);
-        input.mul(
-            pass,
-            &w.router,
-            &s.router_logits,
-            m,
-            Some(&w.router_bias),
-            false,
-        )?;
-        k.moe_router
-            .as_ref()
-            .expect("built for a model with experts")
-            .encode(
-                ctx,
-                pass,
-                &s.router_logits,
-                &s.expert_ids,
-                &s.expert_weights,
-                m,
-                e,
-                used,
-            )?;
-        let route = Routing {
-            m,
-            k_used: used,
-            ids: &s.expert_ids,
-            weights: &s.expert_weights,
-        };
-        let mm = |t: GgmlType| &k.moe_matmul[&t];
-        mm(w.gate.ty).encode(
-            ctx,
-            pass,
-            &w.gate,
-            &route,
-            &s.xn,
-            false,
-            &s.gate,
-            MoeOutput::PerSlot,
-            Some(&w.gate_bias),
-        )?;
-        mm(w.up.ty).encode(
-            ctx,
-            pass,
-            &w.up,
-            &route,
-            &s.xn,
-            false,
-            &s.up,
-            MoeOutput::PerSlot,
-            Some(&w.up_bias),
-        )?;
-        let n = m * used * spec.expert_ffn_dim as u32;
-        k.swiglu.encode(ctx, pass, &s.gate, &s.up, &s.act, n);
-        mm(w.down.ty).encode(
-            ctx,
-            pass,
-            &w.down,
-            &route,
-            &s.act,
-            true,
-            &s.x,
-            MoeOutput::Combine,
-            Some(&w.down_bias),
-        )
-    }
-}
-
-/// One matmul input and its rounded copies: rounds `x` onto a weight type's
-/// activation grid the first time that grid is asked for (when rounding is
-/// enabled), so q, k and v (or gate and up) share one rounding.
-struct Rounded<'a> {
-    kernels: &'a Kernels,
-    scratch: &'a Scratch,
-    ctx: &'a GpuContext,
-    x: &'a wgpu::Buffer,
-    n: u32,
-    done: Vec<ActQuant>,
-}
-
-impl<'a> Rounded<'a> {
-    fn new(
-        kernels: &'a Kernels,
-        scratch: &'a Scratch,
-        ctx: &'a GpuContext,
-        x: &'a wgpu::Buffer,
-        n: u32,
-    ) -> Self {
-        Self {
-            kernels,
-            scratch,
-            ctx,
-            x,
-            n,
-            done: Vec::new(),
-        }
-    }
-
-    fn get(&mut self, pass: &mut wgpu::ComputePass<'_>, ty: GgmlType) -> &'a wgpu::Buffer {
-        let q = ActQuant::for_weight(ty);
-        let Some(buf) = self.scratch.xq.get(&q) else {
-            return self.x;
-        };
-        if !self.done.contains(&q) {
-            // Another grid's copy is in a different buffer, so earlier
-            // roundings stay valid.
-            self.kernels
-                .quantize_act
-                .encode(self.ctx, pass, q, self.x, buf, self.n);
-            self.done.push(q);
-        }
-        buf
-    }
-
-    /// Records `y (+)= round(x) · wᵀ (+ bias)` for `rows` token rows.
-    fn mul(
-        &mut self,
-        pass: &mut wgpu::ComputePass<'_>,
-        w: &DeviceTensor,
-        y: &wgpu::Buffer,
-        rows: u32,
-        bias: Option<&wgpu::Buffer>,
-        accumulate: bool,
-    ) -> Result<(), GpuError> {
-        let x = self.get(pass, w.ty);
-        self.kernels.matmul[&w.ty].encode(self.ctx, pass, w, x, y, rows, bias, accumulate)
-    }
-}
-
-fn kv_err(e: crate::gpu::kernels::kv_write::KvError) -> ModelError {
-    ModelError::Invalid {
-        path: "kv cache".into(),
-        message: e.to_string(),
+        out
     }
 }
