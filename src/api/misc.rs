@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::completions::ensure_ready;
 use super::error::ApiError;
 use super::params::{parse_detokenize_request, parse_object, parse_tokenize_request, read_body};
-use super::server::ApiState;
+use super::state::{ensure_ready, ApiState};
 use crate::backend::MetricsSnapshot;
 
 /// The served model as OpenAI's model object.

@@ -12,9 +12,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::backend::{GenerateRequest, PromptInput};
-use crate::model::sampling::SamplingParams;
-use crate::tokenizer::ChatMessage;
+use crate::backend::{ChatMessage, GenerateRequest, PromptInput, ReasoningEffort, SamplingParams};
 
 /// Most choices one request may ask for (`n`).
 pub const MAX_N: usize = 8;
@@ -34,16 +32,6 @@ pub const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
 pub enum Endpoint {
     Chat,
     Completion,
-}
-
-impl Endpoint {
-    /// The `id` prefix OpenAI uses.
-    pub fn id_prefix(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chatcmpl-",
-            Endpoint::Completion => "cmpl-",
-        }
-    }
 }
 
 /// A validated completion request: what to submit to the backend and how to
@@ -425,9 +413,10 @@ pub fn parse_completion_request(
     let reasoning_effort = match endpoint {
         Endpoint::Chat => match f.string("reasoning_effort")? {
             None => None,
-            Some(s) => Some(s.parse().map_err(|e: crate::tokenizer::HarmonyError| {
-                ApiError::invalid("reasoning_effort", e.to_string())
-            })?),
+            Some(s) => Some(
+                s.parse::<ReasoningEffort>()
+                    .map_err(|e| ApiError::invalid("reasoning_effort", e.to_string()))?,
+            ),
         },
         Endpoint::Completion => None,
     };
