@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket surface, OpenAI-compatible, over the
 //! [`Backend`](crate::backend::Backend) trait and its types
-//! (`crate::backend`) and nothing else of the runtime: `POST /v1/chat/completions` and `POST /v1/completions` (whole or
+//! (`crate::backend`) and nothing else of the runtime (`layering.rs` checks): `POST /v1/chat/completions` and `POST /v1/completions` (whole or
 //! as Server-Sent Events), `GET /v1/models`, `GET /health`, `GET /metrics`,
 //! `POST /tokenize`, `POST /detokenize`, `GET /v1/ws`, and the chat page at
 //! `/`. Validation, OpenAI's JSON shapes, streaming, auth and CORS live
@@ -37,3 +37,6 @@ pub use config::{ConfigError, ServeArgs, ServerConfig};
 pub use error::ApiError;
 pub use server::{app, bind, protected, public, run_server};
 pub use state::ApiState;
+
+#[cfg(test)]
+mod layering;
