@@ -2,8 +2,12 @@
 //! and the serving runtime (`crate::actors`): submit a generation request and
 //! get back a stream of [`Event`]s, cancel it, tokenize, read metrics.
 //!
-//! The API layer depends only on this trait, so its tests can use a mock;
-//! the actor runtime implements it for real. A request's events arrive on its
+//! The API layer depends only on this module, so its tests can use a mock;
+//! the actor runtime implements it for real. Every runtime type the API
+//! names is owned here ([`Event`], [`Logprobs`], [`GenerateRequest`]...) or
+//! re-exported from where it lives ([`SamplingParams`], [`FinishReason`],
+//! [`Usage`], the chat types), so `src/api/` imports nothing else of the
+//! runtime (`src/api/layering.rs` checks). A request's events arrive on its
 //! own channel; dropping the receiver cancels the request (the scheduler
 //! notices within one step, whether or not anyone polls the stream).
 
@@ -13,9 +17,9 @@ use std::pin::Pin;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::model::sampling::SamplingParams;
-use crate::scheduler::{FinishReason, TokenLogprobs, Usage};
-use crate::tokenizer::{ChatMessage, ReasoningEffort};
+pub use crate::model::sampling::SamplingParams;
+pub use crate::scheduler::{FinishReason, Usage};
+pub use crate::tokenizer::{ChatMessage, ReasoningEffort};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -54,19 +58,38 @@ pub struct GenerateRequest {
 /// An identifier the runtime gives each accepted request.
 pub type RequestId = u64;
 
+/// A token as logprobs name it: its id, its text (for a model without a
+/// tokenizer, or an id past it, `token_id:<id>`) and its log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredToken {
+    pub id: u32,
+    pub text: String,
+    pub logprob: f32,
+}
+
+/// The logprobs of one generated token: the token itself and the most
+/// likely alternatives, most likely first. The Detokenizer, which holds the
+/// tokenizer, names every token, so the API only shapes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    pub token: ScoredToken,
+    pub top: Vec<ScoredToken>,
+}
+
 /// What a request's stream carries, in order: any number of `Delta`s, then
 /// exactly one `Finished` or `Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// New text (may be empty when a token completes no character yet), the
-    /// token ids that produced it, and their logprobs when asked.
+    /// token ids that produced it, and their logprobs when asked (one entry
+    /// per token id).
     Delta {
         text: String,
         /// Reasoning text (harmony's `analysis` channel), kept apart from
         /// the answer; empty for models that do not reason.
         reasoning: String,
         token_ids: Vec<u32>,
-        logprobs: Vec<TokenLogprobs>,
+        logprobs: Vec<Logprobs>,
     },
     Finished {
         reason: FinishReason,

@@ -21,10 +21,9 @@ use tokio::sync::mpsc;
 
 use wgserve::api::ServerConfig;
 use wgserve::backend::{
-    Accepted, Backend, BackendError, BoxFuture, Event, GenerateRequest, MetricsSnapshot, ModelCard,
-    PromptInput, RequestId,
+    Accepted, Backend, BackendError, BoxFuture, Event, FinishReason, GenerateRequest, Logprobs,
+    MetricsSnapshot, ModelCard, PromptInput, RequestId, ScoredToken, Usage,
 };
-use wgserve::scheduler::{FinishReason, TokenLogprobs, Usage};
 
 use common::*;
 
@@ -62,12 +61,28 @@ fn prompt_text(p: &PromptInput) -> String {
     }
 }
 
-fn logprobs_for(req: &GenerateRequest, id: u32) -> Vec<TokenLogprobs> {
+/// The mock vocabulary: ids 1 to 3 are [`WORDS`], any other id is `<id>`.
+fn token_text(id: u32) -> String {
+    match id {
+        1..=3 => WORDS[id as usize - 1].to_string(),
+        _ => format!("<{id}>"),
+    }
+}
+
+/// Logprobs as the runtime sends them: every token named by its text.
+fn logprobs_for(req: &GenerateRequest, id: u32) -> Vec<Logprobs> {
+    let scored = |id: u32, logprob: f32| ScoredToken {
+        id,
+        text: token_text(id),
+        logprob,
+    };
     match req.logprobs {
         None => Vec::new(),
-        Some(k) => vec![TokenLogprobs {
-            logprob: -0.25,
-            top: (0..k as u32).map(|j| (id + j, -0.25 - j as f32)).collect(),
+        Some(k) => vec![Logprobs {
+            token: scored(id, -0.25),
+            top: (0..k as u32)
+                .map(|j| scored(id + j, -0.25 - j as f32))
+                .collect(),
         }],
     }
 }
@@ -261,15 +276,7 @@ impl Backend for Mock {
     }
 
     fn detokenize(&self, ids: Vec<u32>) -> BoxFuture<'_, Result<String, BackendError>> {
-        Box::pin(async move {
-            Ok(ids
-                .iter()
-                .map(|&id| match id {
-                    1..=3 => WORDS[id as usize - 1].to_string(),
-                    _ => format!("<{id}>"),
-                })
-                .collect())
-        })
+        Box::pin(async move { Ok(ids.iter().map(|&id| token_text(id)).collect()) })
     }
 
     fn metrics(&self) -> BoxFuture<'_, MetricsSnapshot> {

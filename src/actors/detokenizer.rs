@@ -6,7 +6,9 @@
 //! Scheduler's state: when it sees a stop string it asks the Scheduler to
 //! finish the sequence, and sends the final event when the Scheduler says the
 //! sequence is done, with the count of tokens that went to reasoning added to
-//! the usage.
+//! the usage. It also names the tokens of each logprob (the chosen one and
+//! its alternatives) by their text, since it holds the tokenizer: the API
+//! only shapes what it gets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use actix::{Actor, Context, Handler, Recipient};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::messages::{Emit, Fail, Forget, Register, StopSequence};
-use crate::backend::Event;
-use crate::scheduler::{FinishReason, SeqEvent, SeqId};
+use crate::backend::{Event, Logprobs, ScoredToken};
+use crate::scheduler::{FinishReason, SeqEvent, SeqId, TokenLogprobs};
 use crate::tokenizer::{IncrementalDecoder, ReasoningFormat, ReasoningParser, Tokenizer};
 
 /// What [`StopMatcher::push`] found.
@@ -146,6 +148,29 @@ impl ReasoningTally {
     }
 }
 
+/// The text of one token on its own, as logprobs show it: what
+/// `/detokenize` gives for that id alone (special tokens included). A model
+/// without a tokenizer, or an id past the tokenizer's vocabulary, has no
+/// text for it: it is named by id, as vLLM's `token_id:N`.
+pub fn token_text(tokenizer: Option<&Tokenizer>, id: u32) -> String {
+    tokenizer
+        .and_then(|tok| tok.decode(&[id], false).ok())
+        .unwrap_or_else(|| format!("token_id:{id}"))
+}
+
+/// The scheduler's logprobs of `token` (ids only) with every token named.
+fn named_logprobs(tokenizer: Option<&Tokenizer>, token: u32, lp: TokenLogprobs) -> Logprobs {
+    let scored = |id: u32, logprob: f32| ScoredToken {
+        id,
+        text: token_text(tokenizer, id),
+        logprob,
+    };
+    Logprobs {
+        token: scored(token, lp.logprob),
+        top: lp.top.into_iter().map(|(id, l)| scored(id, l)).collect(),
+    }
+}
+
 /// One sequence's output side.
 struct Stream {
     decoder: IncrementalDecoder,
@@ -187,12 +212,7 @@ impl Detokenizer {
         }
     }
 
-    fn on_token(
-        &mut self,
-        id: SeqId,
-        token: u32,
-        logprobs: Option<crate::scheduler::TokenLogprobs>,
-    ) {
+    fn on_token(&mut self, id: SeqId, token: u32, logprobs: Option<TokenLogprobs>) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -227,11 +247,15 @@ impl Detokenizer {
                 text
             }
         };
+        let tokenizer = self.tokenizer.as_deref();
         stream.send(Event::Delta {
             text,
             reasoning,
             token_ids: vec![token],
-            logprobs: logprobs.into_iter().collect(),
+            logprobs: logprobs
+                .map(|lp| named_logprobs(tokenizer, token, lp))
+                .into_iter()
+                .collect(),
         });
     }
 
@@ -417,6 +441,29 @@ mod tests {
         // Held-back text that turned out to be answer text.
         assert_eq!(tally(&[R, NONE], A), 2);
         assert_eq!(tally(&[A, NONE], A), 0);
+    }
+
+    #[test]
+    fn logprob_tokens_of_a_model_without_a_tokenizer_are_named_by_id() {
+        let lp = TokenLogprobs {
+            logprob: -0.5,
+            top: vec![(7, -0.5), (300, -1.5)],
+        };
+        let named = named_logprobs(None, 7, lp);
+        assert_eq!(
+            named.token,
+            ScoredToken {
+                id: 7,
+                text: "token_id:7".into(),
+                logprob: -0.5
+            }
+        );
+        let top: Vec<_> = named
+            .top
+            .iter()
+            .map(|t| (t.id, t.text.as_str(), t.logprob))
+            .collect();
+        assert_eq!(top, [(7, "token_id:7", -0.5), (300, "token_id:300", -1.5)]);
     }
 
     #[test]

@@ -469,7 +469,14 @@ async fn logprobs_come_with_each_token() {
                 ..
             } => {
                 assert_eq!(logprobs.len(), token_ids.len());
-                assert_eq!(logprobs[0].top[0].0, token_ids[0]);
+                assert_eq!(logprobs[0].top[0].id, token_ids[0]);
+                // Each token is named by the text `/detokenize` gives it
+                // alone, or by id where that has none.
+                for t in std::iter::once(&logprobs[0].token).chain(&logprobs[0].top) {
+                    let alone = rt.detokenize(vec![t.id]).await;
+                    let want = alone.unwrap_or_else(|_| format!("token_id:{}", t.id));
+                    assert_eq!(t.text, want, "token {}", t.id);
+                }
                 n += 1;
             }
             Event::Finished { .. } => break,

@@ -1,11 +1,11 @@
 //! One API request's backend side: submits its choices (`n` per prompt) to
-//! the [`Backend`] as one group, admitted whole or not at all, merges their event streams in arrival order, and cancels
-//! every unfinished choice when dropped. Handlers, SSE bodies and WebSocket
-//! tasks own a [`Generation`]; dropping it (client gone, stream error,
-//! cancel message) both drops the receivers, which the runtime sees within a
-//! step, and calls [`Backend::cancel`] so nothing depends on polling.
+//! the [`Backend`] as one group, admitted whole or not at all, merges their
+//! event streams in arrival order, and cancels every unfinished choice when
+//! dropped. Handlers, SSE bodies and WebSocket tasks own one (inside a
+//! `job::Job`); dropping it (client gone, stream error, cancel message)
+//! both drops the receivers, which the runtime sees within a step, and
+//! calls [`Backend::cancel`] so nothing depends on polling.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -106,28 +106,5 @@ impl Drop for Generation {
                 }
             });
         }
-    }
-}
-
-/// Text of single token ids, for logprobs, asked of the backend once per id.
-#[derive(Debug, Default)]
-pub struct TokenTexts {
-    cache: HashMap<u32, String>,
-}
-
-impl TokenTexts {
-    pub async fn get(&mut self, backend: &dyn Backend, id: u32) -> Result<String, ApiError> {
-        if let Some(text) = self.cache.get(&id) {
-            return Ok(text.clone());
-        }
-        let text = match backend.detokenize(vec![id]).await {
-            Ok(text) => text,
-            // A model without a tokenizer (or an id past it) has no text for
-            // the token: name it by id, as vLLM's `token_id:N`.
-            Err(crate::backend::BackendError::InvalidRequest(_)) => format!("token_id:{id}"),
-            Err(e) => return Err(e.into()),
-        };
-        self.cache.insert(id, text.clone());
-        Ok(text)
     }
 }

@@ -17,7 +17,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use super::error::ApiError;
-use super::server::ApiState;
+use super::state::ApiState;
 
 /// Compares without an early exit, so timing does not reveal a key prefix.
 fn same_key(a: &[u8], b: &[u8]) -> bool {

@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::completions::ensure_ready;
 use super::error::ApiError;
 use super::params::{parse_detokenize_request, parse_object, parse_tokenize_request, read_body};
-use super::server::ApiState;
+use super::state::{ensure_ready, ApiState};
 use crate::backend::MetricsSnapshot;
 
 /// The served model as OpenAI's model object.
@@ -101,14 +100,9 @@ pub async fn detokenize(
 
 /// Prometheus text format 0.0.4: every name prefixed `wgserve_`, counters
 /// ending in `_total`, latencies as summaries of `_sum` and `_count`.
-pub fn render_metrics(m: &MetricsSnapshot) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP wgserve_{name} {help}");
-        let _ = writeln!(out, "# TYPE wgserve_{name} {kind}");
-        let _ = writeln!(out, "wgserve_{name} {value}");
-    };
-    let gauges: [(&str, &str, usize); 4] = [
+/// The gauges: name, help, value.
+fn gauges(m: &MetricsSnapshot) -> [(&'static str, &'static str, usize); 4] {
+    [
         (
             "requests_running",
             "Sequences being generated.",
@@ -129,22 +123,12 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "KV-cache blocks in the pool.",
             m.kv_blocks_total,
         ),
-    ];
-    for (name, help, value) in gauges {
-        metric(name, "gauge", help, value.to_string());
-    }
-    let usage = if m.kv_blocks_total == 0 {
-        0.0
-    } else {
-        m.kv_blocks_used as f64 / m.kv_blocks_total as f64
-    };
-    metric(
-        "kv_cache_usage_ratio",
-        "gauge",
-        "Fraction of KV-cache blocks in use.",
-        usage.to_string(),
-    );
-    let counters: [(&str, &str, u64); 9] = [
+    ]
+}
+
+/// The counters: name, help, value.
+fn counters(m: &MetricsSnapshot) -> [(&'static str, &'static str, u64); 9] {
+    [
         (
             "preemptions_total",
             "Sequences preempted (recomputed later) for lack of KV blocks.",
@@ -186,11 +170,12 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             m.requests_failed_total,
         ),
         ("steps_total", "Engine steps run.", m.steps_total),
-    ];
-    for (name, help, value) in counters {
-        metric(name, "counter", help, value.to_string());
-    }
-    let summaries: [(&str, &str, f64, u64); 2] = [
+    ]
+}
+
+/// The summaries: name, help, sum, count.
+fn summaries(m: &MetricsSnapshot) -> [(&'static str, &'static str, f64, u64); 2] {
+    [
         (
             "time_to_first_token_seconds",
             "Time from arrival to the first generated token.",
@@ -203,8 +188,34 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             m.tpot_seconds_sum,
             m.tpot_seconds_count,
         ),
-    ];
-    for (name, help, sum, count) in summaries {
+    ]
+}
+
+pub fn render_metrics(m: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP wgserve_{name} {help}");
+        let _ = writeln!(out, "# TYPE wgserve_{name} {kind}");
+        let _ = writeln!(out, "wgserve_{name} {value}");
+    };
+    for (name, help, value) in gauges(m) {
+        metric(name, "gauge", help, value.to_string());
+    }
+    let usage = if m.kv_blocks_total == 0 {
+        0.0
+    } else {
+        m.kv_blocks_used as f64 / m.kv_blocks_total as f64
+    };
+    metric(
+        "kv_cache_usage_ratio",
+        "gauge",
+        "Fraction of KV-cache blocks in use.",
+        usage.to_string(),
+    );
+    for (name, help, value) in counters(m) {
+        metric(name, "counter", help, value.to_string());
+    }
+    for (name, help, sum, count) in summaries(m) {
         let _ = writeln!(out, "# HELP wgserve_{name} {help}");
         let _ = writeln!(out, "# TYPE wgserve_{name} summary");
         let _ = writeln!(out, "wgserve_{name}_sum {sum}");

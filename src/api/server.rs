@@ -1,47 +1,19 @@
 //! Assembles the actix-web app (routes, middleware, OpenAI-shaped 404/405)
-//! over a [`Backend`], and runs the HTTP server. The only state shared by
-//! handlers is [`ApiState`]: the backend handle and the read-only config.
+//! over a [`Backend`], and runs the HTTP server. The top of `src/api/`'s
+//! imports: it uses every handler and nothing imports it back (the state
+//! handlers share, [`ApiState`], lives in `state.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{middleware, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{middleware, web, App, HttpServer};
 
 use super::config::ServerConfig;
-use super::error::ApiError;
+use super::state::{method_not_allowed, not_found, ApiState};
 use super::{completions, misc, static_files, ws};
 use crate::backend::Backend;
-
-/// What every handler gets: the runtime and the settings.
-#[derive(Clone)]
-pub struct ApiState {
-    pub backend: Arc<dyn Backend>,
-    pub config: Arc<ServerConfig>,
-}
-
-impl ApiState {
-    pub fn new(config: ServerConfig, backend: Arc<dyn Backend>) -> Self {
-        Self {
-            backend,
-            config: Arc::new(config),
-        }
-    }
-
-    pub fn keepalive(&self) -> Duration {
-        Duration::from_secs(self.config.keepalive_secs.max(1))
-    }
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::not_found(req.path()).error_response()
-}
-
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response()
-}
 
 /// One resource per path, answering other methods with a JSON 405.
 fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {

@@ -3,9 +3,9 @@
 //! sent, a `data: {"error":...}` event on a mid-stream failure, and
 //! `data: [DONE]` last.
 //!
-//! The body stream owns the request's [`Generation`], so when the client
-//! disconnects and actix drops the body, the request is cancelled at once,
-//! without waiting for the next event.
+//! The body stream owns the request's [`Job`] (and so its generation), so
+//! when the client disconnects and actix drops the body, the request is
+//! cancelled at once, without waiting for the next event.
 
 use std::time::Duration;
 
@@ -14,8 +14,7 @@ use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use futures_util::stream;
 
-use super::encode::Encoder;
-use super::generation::Generation;
+use super::job::Job;
 
 const DONE: &str = "data: [DONE]\n\n";
 const KEEP_ALIVE: &str = ": keep-alive\n\n";
@@ -31,8 +30,7 @@ enum Phase {
 }
 
 struct State {
-    generation: Generation,
-    encoder: Encoder,
+    job: Job,
     keepalive: Duration,
     phase: Phase,
 }
@@ -42,7 +40,7 @@ async fn step(state: &mut State) -> Option<String> {
     match state.phase {
         Phase::Opening => {
             state.phase = Phase::Running;
-            let opening = state.encoder.opening();
+            let opening = state.job.opening();
             if !opening.is_empty() {
                 return Some(opening.iter().map(|c| event(c)).collect());
             }
@@ -53,26 +51,22 @@ async fn step(state: &mut State) -> Option<String> {
     loop {
         let next = tokio::select! {
             biased;
-            next = state.generation.next() => next,
+            next = state.job.next_event() => next,
             _ = tokio::time::sleep(state.keepalive) => return Some(KEEP_ALIVE.to_string()),
         };
         match next {
-            Some((index, ev)) => match state.encoder.chunk(index, ev).await {
+            Some((index, ev)) => match state.job.encode(index, ev) {
                 Ok(Some(chunk)) => return Some(event(&chunk)),
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::warn!(id = state.encoder.id(), "stream failed: {e}");
+                    tracing::warn!(id = state.job.id(), "stream failed: {e}");
                     state.phase = Phase::Done;
                     return Some(event(&e.to_json()) + DONE);
                 }
             },
             None => {
                 state.phase = Phase::Done;
-                let mut tail = state
-                    .encoder
-                    .closing()
-                    .map(|c| event(&c))
-                    .unwrap_or_default();
+                let mut tail = state.job.closing().map(|c| event(&c)).unwrap_or_default();
                 tail.push_str(DONE);
                 return Some(tail);
             }
@@ -80,11 +74,10 @@ async fn step(state: &mut State) -> Option<String> {
     }
 }
 
-/// A `200 text/event-stream` response streaming `generation`.
-pub fn response(generation: Generation, encoder: Encoder, keepalive: Duration) -> HttpResponse {
+/// A `200 text/event-stream` response streaming `job`.
+pub fn response(job: Job, keepalive: Duration) -> HttpResponse {
     let state = State {
-        generation,
-        encoder,
+        job,
         keepalive,
         phase: Phase::Opening,
     };

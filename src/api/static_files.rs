@@ -10,7 +10,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
 use super::error::ApiError;
-use super::server::ApiState;
+use super::state::ApiState;
 
 /// Content type by extension; anything else is not served.
 fn content_type(name: &str) -> Option<&'static str> {

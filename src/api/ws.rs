@@ -7,8 +7,9 @@
 //! socket; any number of requests run at once; closing the socket cancels
 //! them all.
 //!
-//! Each request runs as its own task holding its [`Generation`]; aborting
-//! the task (cancel message, socket gone) drops it, which cancels it.
+//! Each request runs as its own task holding its `job::Job` (started by the
+//! same runner as HTTP's); aborting the task (cancel message, socket gone)
+//! drops it, which cancels it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,12 +19,10 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
-use super::completions::ensure_ready;
-use super::encode::Encoder;
 use super::error::ApiError;
-use super::generation::Generation;
-use super::params::{parse_completion_request, Endpoint};
-use super::server::ApiState;
+use super::job;
+use super::params::Endpoint;
+use super::state::ApiState;
 
 pub async fn websocket(
     req: HttpRequest,
@@ -207,30 +206,22 @@ async fn run_request(
     endpoint: Endpoint,
     request: Map<String, Value>,
 ) {
-    let started = async {
-        let model = state.backend.model().id;
-        let job = parse_completion_request(endpoint, request, &model, true)?;
-        ensure_ready(&state)?;
-        let generation = Generation::start(state.backend.clone(), &job).await?;
-        Ok::<_, ApiError>((generation, Encoder::new(&job, model, state.backend.clone())))
-    }
-    .await;
-    let (mut generation, mut encoder) = match started {
-        Ok(started) => started,
+    let mut job = match job::start(&state, endpoint, request, true).await {
+        Ok(job) => job,
         Err(e) => {
             let _ = session.text(error_frame(&Value::from(id), &e)).await;
             return;
         }
     };
-    for chunk in encoder.opening() {
+    for chunk in job.opening() {
         if session.text(chunk_frame(&id, &chunk)).await.is_err() {
             return;
         }
     }
-    while let Some((index, event)) = generation.next().await {
-        let frame = match encoder.chunk(index, event).await {
+    loop {
+        let frame = match job.next_chunk().await {
             Ok(Some(chunk)) => chunk_frame(&id, &chunk),
-            Ok(None) => continue,
+            Ok(None) => break,
             Err(e) => {
                 let _ = session
                     .text(error_frame(&Value::from(id.as_str()), &e))
@@ -242,7 +233,7 @@ async fn run_request(
             return;
         }
     }
-    if let Some(chunk) = encoder.closing() {
+    if let Some(chunk) = job.closing() {
         if session.text(chunk_frame(&id, &chunk)).await.is_err() {
             return;
         }
