@@ -28,6 +28,8 @@ pub enum GpuError {
     },
     #[error("shader {label}: {message}")]
     Shader { label: String, message: String },
+    #[error(transparent)]
+    Include(#[from] super::shader_include::IncludeError),
     #[error("GPU validation error in {what}: {message}")]
     Validation { what: String, message: String },
     #[error("GPU out of memory in {what}: {message}")]

@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/add.wgsl");
@@ -28,7 +29,7 @@ pub struct Add {
 
 impl Add {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("add", SOURCE)?;
+        let module = ctx.shader_module("add", &expand("add.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("add {entry}"),

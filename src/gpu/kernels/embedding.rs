@@ -48,7 +48,7 @@ fn bad_call(message: String) -> GpuError {
 impl Embedding {
     pub fn new(ctx: &GpuContext, ty: GgmlType) -> Result<Self, GpuError> {
         let label = format!("embedding {ty}");
-        let module = ctx.shader_module(&label, &splice_dequant(SOURCE, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("embedding.wgsl", SOURCE, ty)?)?;
         let pipeline = ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(WG))])?;
         Ok(Self { ty, pipeline })
     }

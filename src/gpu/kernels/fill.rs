@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/fill.wgsl");
@@ -22,7 +23,7 @@ pub struct Fill {
 
 impl Fill {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("fill", SOURCE)?;
+        let module = ctx.shader_module("fill", &expand("fill.wgsl", SOURCE)?)?;
         let pipeline = ctx.compute_pipeline("fill", &module, "main", &[("WG", WG as f64)])?;
         Ok(Self { pipeline })
     }

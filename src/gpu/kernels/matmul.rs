@@ -140,7 +140,7 @@ impl Matmul {
             )));
         }
         let label = format!("matmul {ty}");
-        let module = ctx.shader_module(&label, &splice_dequant(SOURCE, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("matmul.wgsl", SOURCE, ty)?)?;
         let entry = if tpr == 1 { "main_rows" } else { "main" };
         let pipe = |tm: u32| {
             let mut consts = vec![("WG", f64::from(wg)), ("TM", f64::from(tm))];

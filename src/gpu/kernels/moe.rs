@@ -20,9 +20,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gguf::GgmlType;
-// Absolute paths: this file is compiled from `crate::model::shard` until
-// `src/gpu/kernels/mod.rs` declares it.
 use crate::gpu::kernels::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::weights::{has_scales, splice_dequant, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};
 
@@ -157,7 +156,7 @@ pub struct MoeRouter {
 
 impl MoeRouter {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("moe_router", ROUTER)?;
+        let module = ctx.shader_module("moe_router", &expand("moe_router.wgsl", ROUTER)?)?;
         let pipeline = ctx.compute_pipeline(
             "moe_router",
             &module,
@@ -281,7 +280,7 @@ impl MoeMatmul {
             ));
         }
         let label = format!("moe_matmul {ty} tpr {tpr}");
-        let module = ctx.shader_module(&label, &splice_dequant(MATMUL, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("moe_matmul.wgsl", MATMUL, ty)?)?;
         let pipeline = if tpr == 1 {
             ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(wg))])?
         } else {

@@ -9,6 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/quantize_act.wgsl");
@@ -69,7 +70,7 @@ pub struct QuantizeAct {
 
 impl QuantizeAct {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("quantize_act", SOURCE)?;
+        let module = ctx.shader_module("quantize_act", &expand("quantize_act.wgsl", SOURCE)?)?;
         let pipeline =
             ctx.compute_pipeline("quantize_act", &module, "main", &[("WG", f64::from(WG))])?;
         Ok(Self { pipeline })

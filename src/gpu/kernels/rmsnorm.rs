@@ -10,6 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/rmsnorm.wgsl");
@@ -51,7 +52,7 @@ impl RmsNorm {
                 ),
             });
         }
-        let module = ctx.shader_module("rmsnorm", SOURCE)?;
+        let module = ctx.shader_module("rmsnorm", &expand("rmsnorm.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("rmsnorm {entry}"),

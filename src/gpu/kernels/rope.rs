@@ -12,6 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/rope.wgsl");
@@ -227,7 +228,7 @@ impl Rope {
         } else {
             y.attn_factor
         };
-        let module = ctx.shader_module("rope", SOURCE)?;
+        let module = ctx.shader_module("rope", &expand("rope.wgsl", SOURCE)?)?;
         let pipeline = ctx.compute_pipeline("rope", &module, "rope", &[("WG", WG as f64)])?;
         Ok(Self {
             params: p.clone(),

@@ -6,6 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/swiglu.wgsl");
@@ -60,7 +61,7 @@ impl SwiGlu {
                 });
             }
         }
-        let module = ctx.shader_module("swiglu", SOURCE)?;
+        let module = ctx.shader_module("swiglu", &expand("swiglu.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("swiglu {entry}"),
