@@ -13,10 +13,10 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    start: u32,
-    _pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) start: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 /// The residual add. One pipeline per (in place or not) x (vec4 or scalar).

@@ -19,10 +19,10 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    vocab: u32,
-    _pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) rows: u32,
+    pub(super) vocab: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 pub struct Argmax {

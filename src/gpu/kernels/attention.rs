@@ -102,13 +102,13 @@ pub struct LayerAttention<'a> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    num_tokens: u32,
-    max_blocks_per_seq: u32,
-    window: u32,
-    use_sinks: u32,
-    scale: f32,
-    _pad: [u32; 3],
+pub(super) struct Params {
+    pub(super) num_tokens: u32,
+    pub(super) max_blocks_per_seq: u32,
+    pub(super) window: u32,
+    pub(super) use_sinks: u32,
+    pub(super) scale: f32,
+    pub(super) _pad: [u32; 3],
 }
 
 pub struct PagedAttention {

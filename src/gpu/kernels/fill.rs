@@ -12,9 +12,9 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    value: f32,
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) value: f32,
 }
 
 pub struct Fill {

@@ -152,9 +152,9 @@ pub struct LayerCache<'a> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    num_tokens: u32,
-    _pad: [u32; 3],
+pub(super) struct Params {
+    pub(super) num_tokens: u32,
+    pub(super) _pad: [u32; 3],
 }
 
 /// Writes new K/V rows into their slots.

@@ -142,11 +142,11 @@ impl ExpertStack {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct RouterParams {
-    m: u32,
-    n_experts: u32,
-    k: u32,
-    groups_x: u32,
+pub(super) struct RouterParams {
+    pub(super) m: u32,
+    pub(super) n_experts: u32,
+    pub(super) k: u32,
+    pub(super) groups_x: u32,
 }
 
 /// Top-k routing with a softmax over the chosen logits.
@@ -211,15 +211,15 @@ impl MoeRouter {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    m: u32,
-    k_used: u32,
-    k4: u32,
-    rows: u32,
-    upr: u32,
-    e0: u32,
-    e1: u32,
-    flags: u32,
+pub(super) struct MatmulParams {
+    pub(super) m: u32,
+    pub(super) k_used: u32,
+    pub(super) k4: u32,
+    pub(super) rows: u32,
+    pub(super) upr: u32,
+    pub(super) e0: u32,
+    pub(super) e1: u32,
+    pub(super) flags: u32,
 }
 
 const FLAG_X_PER_SLOT: u32 = 1;

@@ -57,11 +57,11 @@ impl ActQuant {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n_blocks: u32,
-    block: u32,
-    mode: u32,
-    groups_x: u32,
+pub(super) struct Params {
+    pub(super) n_blocks: u32,
+    pub(super) block: u32,
+    pub(super) mode: u32,
+    pub(super) groups_x: u32,
 }
 
 pub struct QuantizeAct {

@@ -25,11 +25,11 @@ pub struct Rows {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    width: u32,
-    eps: f32,
-    _pad: u32,
+pub(super) struct Params {
+    pub(super) rows: u32,
+    pub(super) width: u32,
+    pub(super) eps: f32,
+    pub(super) _pad: u32,
 }
 
 /// RMSNorm with a fixed epsilon (a model constant, e.g. GGUF's

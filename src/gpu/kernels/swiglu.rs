@@ -32,14 +32,14 @@ impl SwiGluMode {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    start: u32,
-    mode: u32,
-    _pad: u32,
-    alpha: f32,
-    limit: f32,
-    _pad1: [u32; 2],
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) start: u32,
+    pub(super) mode: u32,
+    pub(super) _pad: u32,
+    pub(super) alpha: f32,
+    pub(super) limit: f32,
+    pub(super) _pad1: [u32; 2],
 }
 
 pub struct SwiGlu {
