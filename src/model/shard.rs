@@ -353,10 +353,10 @@ impl ModelShard {
     ) -> Result<ShardOutput, ModelError> {
         self.check(batch)?;
         let t_start = std::time::Instant::now();
-        let ctx = &self.ctx;
         // Nothing recorded on this device is pending: parameter slots can be
         // reused, which keeps every cached bind group valid step after step.
-        ctx.dispatches.begin_step();
+        self.ctx.begin_step();
+        let ctx = &self.ctx;
         let s = &self.scratch;
         let spec = &self.spec;
         let m = batch.num_tokens() as u32;
