@@ -28,9 +28,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read> a: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
 
-fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid;
-}
+// #include "lib/flat_index.wgsl"
 
 @compute @workgroup_size(WG)
 fn add_in_place_vec4(

@@ -115,9 +115,7 @@ fn nan_row_fallback(w: Best, first: f32) -> Best {
     return w;
 }
 
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
+// #include "lib/row_index.wgsl"
 
 @compute @workgroup_size(WG)
 fn argmax_scalar(

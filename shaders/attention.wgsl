@@ -3,13 +3,8 @@
 // its sequence's positions lo..=pos (lo = 0, or pos + 1 - window with a sliding
 // window), reading K and V through the sequence's block table.
 //
-// Layouts:
-//   q, out        [M][N_HEADS][HEAD_DIM] f32
-//   k/v cache     [num_blocks][BLOCK_SIZE][N_KV_HEADS][HEAD_DIM] kv_t
-//   positions     [M] u32   absolute position of each token in its sequence
-//   seq_of_token  [M] u32   row of block_tables this token reads
-//   block_tables  [S][max_blocks_per_seq] u32, global block ids
-//   sinks         [N_HEADS] f32, read only when use_sinks != 0
+// Layouts: the K/V caches are [num_blocks][BLOCK_SIZE][N_KV_HEADS][HEAD_DIM]
+// kv_t; the other bindings are lib/attention_common.wgsl's.
 //
 // Batch invariance: positions are visited in tiles of WG anchored at multiples
 // of WG, each tile's max and sum are taken in position order, and the value
@@ -19,10 +14,7 @@
 
 alias kv_t = f32;
 
-override HEAD_DIM: u32 = 64u;
-override N_HEADS: u32 = 1u;
-override N_KV_HEADS: u32 = 1u;
-override BLOCK_SIZE: u32 = 16u;
+// #include "lib/attention_common.wgsl"
 
 // Threads per workgroup, and positions per tile (one score per thread).
 const WG: u32 = 64u;
@@ -31,26 +23,8 @@ const MAX_DV: u32 = 64u;
 // Stands in for -inf: finite, so max/exp arithmetic on it never makes NaN.
 const NEG_BIG: f32 = -3.0e38;
 
-struct Params {
-    num_tokens: u32,
-    max_blocks_per_seq: u32,
-    window: u32,
-    use_sinks: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k_cache: array<vec4<kv_t>>;
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<kv_t>>;
-@group(0) @binding(4) var<storage, read> positions: array<u32>;
-@group(0) @binding(5) var<storage, read> seq_of_token: array<u32>;
-@group(0) @binding(6) var<storage, read> block_tables: array<u32>;
-@group(0) @binding(7) var<storage, read> sinks: array<f32>;
-@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 var<workgroup> sh_q: array<vec4<f32>, MAX_DV>;
 var<workgroup> sh_s: array<f32, WG>;
@@ -80,10 +54,7 @@ fn main(
     for (var m = wid.y; m < params.num_tokens; m += nwg.y) {
         let pos = positions[m];
         let table = seq_of_token[m] * params.max_blocks_per_seq;
-        var lo = 0u;
-        if (params.window > 0u && pos >= params.window) {
-            lo = pos + 1u - params.window;
-        }
+        let lo = window_start(pos);
         if (t < dv) {
             sh_q[t] = q[(m * N_HEADS + h) * dv + t];
         }

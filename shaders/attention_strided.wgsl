@@ -14,21 +14,15 @@
 // workgroup memory and has no barrier. (On a GPU, attention.wgsl is better:
 // this keeps q and HPI * HEAD_DIM accumulators per lane.)
 //
-// Layouts are those of attention.wgsl:
-//   q, out        [M][N_HEADS][HEAD_DIM] f32
-//   k/v cache     [num_blocks][BLOCK_SIZE][N_KV_HEADS][HEAD_DIM] of f32, or of
-//                 f16 when KV_F16 (bound here as raw 32-bit words)
-//   positions     [M] u32, seq_of_token [M] u32
-//   block_tables  [S][max_blocks_per_seq] u32, global block ids
-//   sinks         [N_HEADS] f32, read only when use_sinks != 0
+// Layouts are those of attention.wgsl (lib/attention_common.wgsl), but the
+// K/V caches, [num_blocks][BLOCK_SIZE][N_KV_HEADS][HEAD_DIM] of f32, or of f16
+// when KV_F16, are bound here as raw 32-bit words.
 //
 // Batch invariance: which lane sees which position, the order each lane sees
 // them in, and the merge order all depend on the token's position alone.
 
-override HEAD_DIM: u32 = 64u;
-override N_HEADS: u32 = 1u;
-override N_KV_HEADS: u32 = 1u;
-override BLOCK_SIZE: u32 = 16u;
+// #include "lib/attention_common.wgsl"
+
 // Query heads per workgroup: a divisor of N_HEADS / N_KV_HEADS, at most
 // MAX_HPI, with HPI * HEAD_DIM / 4 <= MAX_QV.
 override HPI: u32 = 1u;
@@ -43,26 +37,8 @@ const MAX_LANES: u32 = 32u;
 // Stands in for -inf: finite, so exp(mx - s) on it never makes NaN.
 const NEG_BIG: f32 = -3.0e38;
 
-struct Params {
-    num_tokens: u32,
-    max_blocks_per_seq: u32,
-    window: u32,
-    use_sinks: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
-@group(0) @binding(4) var<storage, read> positions: array<u32>;
-@group(0) @binding(5) var<storage, read> seq_of_token: array<u32>;
-@group(0) @binding(6) var<storage, read> block_tables: array<u32>;
-@group(0) @binding(7) var<storage, read> sinks: array<f32>;
-@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 // The merge: each lane's max and sum for one head, then one slice of
 // accumulators (a vec4 per lane) at a time.
@@ -117,10 +93,7 @@ fn main(
     for (var m = wid.y; m < params.num_tokens; m += nwg.y) {
         let pos = positions[m];
         let table = seq_of_token[m] * params.max_blocks_per_seq;
-        var lo = 0u;
-        if (params.window > 0u && pos >= params.window) {
-            lo = pos + 1u - params.window;
-        }
+        let lo = window_start(pos);
         let q_off = (m * N_HEADS + h0) * dv;
         for (var i = 0u; i < HPI * dv; i++) {
             qv[i] = q[q_off + i];

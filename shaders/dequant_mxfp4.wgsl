@@ -4,8 +4,7 @@
 // nibble's bits. wq: 16 nibble bytes as one vec4<u32>; ws: the e8m0 exponent
 // bytes, four blocks per word. Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 8u;
 

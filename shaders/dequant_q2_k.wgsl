@@ -7,8 +7,7 @@
 // is unit g's four). ws: one word per super-block, d | dmin << 16.
 // Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 16u;
 

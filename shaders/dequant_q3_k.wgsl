@@ -9,8 +9,7 @@
 // scales 0..8, of 8..16, and the top bit pairs (byte g, pair k: scale 4g+k)].
 // Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 16u;
 

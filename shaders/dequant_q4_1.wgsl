@@ -2,8 +2,7 @@
 // wq: 16 nibble bytes as one vec4<u32> (as Q4_0); ws: one word per block,
 // d in the low half and m in the high half. Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 8u;
 

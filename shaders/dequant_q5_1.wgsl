@@ -3,16 +3,11 @@
 // block: [d | m << 16, qh], bit e of qh the fifth bit of element e.
 // Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 8u;
 
-// Four bits of `qh` (from bit `s`) as 0x10 in each byte of a word.
-fn high_bits(qh: u32, s: u32) -> u32 {
-    let b = qh >> s;
-    return ((b & 1u) | ((b & 2u) << 7u) | ((b & 4u) << 14u) | ((b & 8u) << 21u)) << 4u;
-}
+// #include "lib/q5_high_bits.wgsl"
 
 fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
     let dm = unpack2x16float(ws[2u * u]);

@@ -4,25 +4,11 @@
 // that of 64g+32+l), then the 128 nibble bytes as in Q4_K. ws: four words per
 // super-block, as Q4_K. Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 16u;
 
-fn scale_byte(s: vec3<u32>, k: u32) -> u32 {
-    return (s[k >> 2u] >> (8u * (k & 3u))) & 0xFFu;
-}
-
-// GGML's get_scale_min_k4: the 6-bit scale and min of sub-block j (0..8).
-fn scale_min(s: vec3<u32>, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(scale_byte(s, j) & 63u), f32(scale_byte(s, j + 4u) & 63u));
-    }
-    let b = scale_byte(s, j + 4u);
-    let sc = (b & 0xFu) | ((scale_byte(s, j - 4u) >> 6u) << 4u);
-    let m = (b >> 4u) | ((scale_byte(s, j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
-}
+// #include "lib/k_scale_min.wgsl"
 
 fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
     let sb = u >> 2u;

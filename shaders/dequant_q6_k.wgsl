@@ -7,8 +7,7 @@
 // pairs 0, 2, 4, 6), then the 16 scale bytes. ws: d as f16, two super-blocks
 // per word. Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 16u;
 

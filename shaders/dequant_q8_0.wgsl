@@ -2,8 +2,7 @@
 // wq: the 32 signed bytes as two vec4<u32>; ws: d as f16, two blocks per
 // word. Layout: src/gpu/weights.rs.
 
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> ws: array<u32>;
+// #include "lib/quant_bindings.wgsl"
 
 const UNIT_V4: u32 = 8u;
 

@@ -1,9 +1,8 @@
 // Embedding gather: out[m] = W[ids[m]] dequantized to f32, for the rows of
 // one weight chunk (ids outside the chunk are left for the dispatch of the
 // chunk that holds them). One invocation per unit (32 or 64 values) of an
-// output row. The section between the `dequant:` markers is this file's F32
-// version; the Rust side swaps in shaders/dequant_<type>.wgsl for other
-// types.
+// output row. `#include "dequant.wgsl"` is the F32 dequantizer unless the
+// Rust side names another type's shaders/dequant_<type>.wgsl.
 
 override WG: u32 = 64u;
 
@@ -29,20 +28,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
-// ---- dequant: begin
-// F32: a unit is 32 values, eight vec4 of raw f32 bits.
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-
-const UNIT_V4: u32 = 8u;
-
-fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
-    var w: array<vec4<f32>, UNIT_V4>;
-    for (var i = 0u; i < UNIT_V4; i++) {
-        w[i] = bitcast<vec4<f32>>(wq[u * UNIT_V4 + i]);
-    }
-    return w;
-}
-// ---- dequant: end
+// The weight type's `wq`, `ws`, `UNIT_V4` and `dequant_unit`
+// (shaders/dequant_<type>.wgsl; F32 unless the Rust side names another).
+// #include "dequant.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

@@ -1,9 +1,9 @@
 // Quantized matrix multiply: y[m][n0 + r] = sum_k x[m][k] * W[r][k] for the
 // rows r of one weight chunk, optionally plus bias[n0 + r] and plus the old
 // y (accumulate). W stays in its GGML type on the device; `dequant_unit`
-// expands one unit (32 or 64 consecutive values of a row) to f32. The section
-// between the `dequant:` markers is this file's F32 version; the Rust side
-// swaps in shaders/dequant_<type>.wgsl for other types.
+// expands one unit (32 or 64 consecutive values of a row) to f32; it comes
+// from `#include "dequant.wgsl"` (src/gpu/shader_include.rs), F32 unless the
+// Rust side swaps in shaders/dequant_<type>.wgsl for another type.
 //
 // Two entry points share the bindings and the dequantizer:
 //
@@ -47,30 +47,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
+// #include "lib/matmul_io.wgsl"
 
-// ---- dequant: begin
-// F32: a unit is 32 values, eight vec4 of raw f32 bits.
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
-
-const UNIT_V4: u32 = 8u;
-
-fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
-    var w: array<vec4<f32>, UNIT_V4>;
-    for (var i = 0u; i < UNIT_V4; i++) {
-        w[i] = bitcast<vec4<f32>>(wq[u * UNIT_V4 + i]);
-    }
-    return w;
-}
-// ---- dequant: end
+// The weight type's `wq`, `ws`, `UNIT_V4` and `dequant_unit`
+// (shaders/dequant_<type>.wgsl; F32 unless the Rust side names another).
+// #include "dequant.wgsl"
 
 var<workgroup> partial: array<f32, 2048>; // MAX_WG * MAX_TM
 
-fn hsum(a: vec4<f32>) -> f32 {
-    return (a.x + a.y) + (a.z + a.w);
-}
+// #include "lib/hsum.wgsl"
 
 fn store(row: u32, m: u32, v: f32) {
     let col = params.n0 + row;

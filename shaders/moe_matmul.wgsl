@@ -14,8 +14,8 @@
 // One invocation owns one output value and reduces its K in unit order (a
 // vec4 fma chain per unit, folded into one f32), slots in slot order: the
 // result depends only on the token's own row and choices (batch invariant).
-// The section between the `dequant:` markers is the F32 version; the Rust
-// side splices in shaders/dequant_<type>.wgsl.
+// `#include "dequant.wgsl"` is the F32 dequantizer unless the Rust side
+// names another type's shaders/dequant_<type>.wgsl.
 
 override WG: u32 = 64u;
 
@@ -38,30 +38,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
+// #include "lib/matmul_io.wgsl"
 @group(0) @binding(6) var<storage, read> ids: array<u32>;
 @group(0) @binding(7) var<storage, read> weights: array<f32>;
 
-// ---- dequant: begin
-// F32: a unit is 32 values, eight vec4 of raw f32 bits.
-@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
+// The weight type's `wq`, `ws`, `UNIT_V4` and `dequant_unit`
+// (shaders/dequant_<type>.wgsl; F32 unless the Rust side names another).
+// #include "dequant.wgsl"
 
-const UNIT_V4: u32 = 8u;
-
-fn dequant_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
-    var w: array<vec4<f32>, UNIT_V4>;
-    for (var i = 0u; i < UNIT_V4; i++) {
-        w[i] = bitcast<vec4<f32>>(wq[u * UNIT_V4 + i]);
-    }
-    return w;
-}
-// ---- dequant: end
-
-fn hsum(a: vec4<f32>) -> f32 {
-    return (a.x + a.y) + (a.z + a.w);
-}
+// #include "lib/hsum.wgsl"
 
 // One expert row's dot product with one input row, plus its bias.
 fn expert_dot(e: u32, n: u32, xrow: u32) -> f32 {

@@ -45,9 +45,8 @@ fn inv_rms(local_sum: f32, lid: u32) -> f32 {
     return 1.0 / sqrt(mean + params.eps);
 }
 
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
+// #include "lib/row_index.wgsl"
+// #include "lib/hsum.wgsl"
 
 @compute @workgroup_size(WG)
 fn rmsnorm_scalar(
@@ -88,7 +87,7 @@ fn rmsnorm_vec4(
         let v = x4[base + i];
         acc = acc + v * v;
     }
-    let scale = inv_rms((acc.x + acc.y) + (acc.z + acc.w), lid);
+    let scale = inv_rms(hsum(acc), lid);
     for (var i = lid; i < width4; i = i + WG) {
         out4[base + i] = (x4[base + i] * scale) * w4[i];
     }
@@ -133,7 +132,7 @@ fn rmsnorm_vec4_in_place(
         let v = xio4[base + i];
         acc = acc + v * v;
     }
-    let scale = inv_rms((acc.x + acc.y) + (acc.z + acc.w), lid);
+    let scale = inv_rms(hsum(acc), lid);
     for (var i = lid; i < width4; i = i + WG) {
         xio4[base + i] = (xio4[base + i] * scale) * w4[i];
     }

@@ -43,13 +43,15 @@ fn reduce_angle(theta: f32) -> f32 {
     return ((theta - k * TWO_PI_A) - k * TWO_PI_B) - k * TWO_PI_C;
 }
 
+// #include "lib/flat_index.wgsl"
+
 @compute @workgroup_size(WG)
 fn rope(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+    let idx = flat_index(wid, nwg, lid);
     if (idx >= params.tokens * params.n_heads * params.half) {
         return;
     }

@@ -43,9 +43,7 @@ fn act(g: f32, u: f32) -> f32 {
     return act4(vec4<f32>(g), vec4<f32>(u)).x;
 }
 
-fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid;
-}
+// #include "lib/flat_index.wgsl"
 
 @compute @workgroup_size(WG)
 fn swiglu_vec4(

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
+use super::dispatch::DispatchCache;
+
 /// Everything that can go wrong on the GPU side, as a typed error.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -28,6 +30,8 @@ pub enum GpuError {
     },
     #[error("shader {label}: {message}")]
     Shader { label: String, message: String },
+    #[error(transparent)]
+    Include(#[from] super::shader_include::IncludeError),
     #[error("GPU validation error in {what}: {message}")]
     Validation { what: String, message: String },
     #[error("GPU out of memory in {what}: {message}")]
@@ -86,15 +90,23 @@ pub struct Capabilities {
     pub device_memory: Option<u64>,
 }
 
-/// One opened device. Cheap to clone (the wgpu handles are reference counted).
-#[derive(Clone)]
+/// One opened device and the one recorder of its dispatches.
+///
+/// Not `Clone`: the dispatch cache hands out parameter slots that
+/// [`GpuContext::begin_step`] makes reusable, which is only sound while no
+/// other recorder can have work pending on the same device. Each context
+/// opens its own device and owns its cache (which nothing outside `gpu` can
+/// create), and `begin_step` takes `&mut self`, so a second recorder, or a
+/// reset under a shared reference, does not compile. Code that only needs
+/// the device takes `&GpuContext` (or clones `device`/`queue`, which are
+/// reference counted) and records nothing of its own.
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub caps: Capabilities,
     /// Parameter slots and cached bind groups for the kernels' dispatches.
-    pub dispatches: Arc<super::dispatch::DispatchCache>,
+    dispatches: DispatchCache,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -233,7 +245,7 @@ impl GpuContext {
             queue,
             info,
             caps,
-            dispatches: Default::default(),
+            dispatches: DispatchCache::new(),
         })
     }
 
@@ -388,6 +400,19 @@ impl GpuContext {
             });
         }
         Ok(())
+    }
+
+    /// Makes every parameter slot reusable, so a step that records the same
+    /// dispatches as the step before finds every bind group in the cache.
+    /// Call only when nothing recorded on this context is waiting to be
+    /// submitted (the start of a model step); see [`super::dispatch`].
+    pub fn begin_step(&mut self) {
+        self.dispatches.begin_step();
+    }
+
+    /// (bind groups created, bind groups found in the cache) so far.
+    pub fn dispatch_stats(&self) -> (u64, u64) {
+        self.dispatches.stats()
     }
 
     /// Submits an encoder's work and checks it for validation errors.

@@ -5,16 +5,22 @@
 //! CPU per step, and on a discrete GPU every `create_buffer_init` also adds
 //! a staging copy to the queue. Instead:
 //!
-//! - Each dispatch's parameters go into a slot of a [`ParamArena`]: host
-//!   memory written to a few persistent uniform buffers (chunks of 256-byte
-//!   aligned slots) with one `write_buffer` per chunk at submit. Slots are
-//!   handed out in order and only reused after [`DispatchCache::begin_step`],
-//!   which the model calls when no recorded work is pending, so a slot's
-//!   contents never change under a recorded dispatch.
+//! - Each dispatch's parameters go into a slot: host memory written to a few
+//!   persistent uniform buffers (chunks of 256-byte aligned slots) with one
+//!   `write_buffer` per chunk at submit. Slots are handed out in order and
+//!   only reused after `GpuContext::begin_step`, which the model calls when
+//!   no recorded work is pending, so a slot's contents never change under a
+//!   recorded dispatch.
 //! - Bind groups are cached by (pipeline, the buffers at each binding, the
 //!   parameter slot). A step records the same dispatches in the same order
 //!   over the same buffers as the step before it, so after the first step
 //!   every bind group is found rather than created.
+//!
+//! One cache per device, owned by its `GpuContext` (which is not `Clone`);
+//! only this layer can make one, and resetting the slots takes `&mut`, so
+//! the one-recorder-per-device rule is the compiler's to enforce. Recording
+//! takes `&self` (a mutex inside), so kernels record through a shared
+//! `&GpuContext`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,19 +60,23 @@ struct Inner {
 }
 
 /// The parameter arena and bind-group cache of one device.
-#[derive(Default)]
-pub struct DispatchCache {
+pub(super) struct DispatchCache {
     inner: Mutex<Inner>,
 }
 
 impl DispatchCache {
+    /// Only `GpuContext` makes one, for the device it opens.
+    pub(super) fn new() -> Self {
+        Self {
+            inner: Mutex::default(),
+        }
+    }
+
     /// Makes every slot reusable. Call only when nothing recorded with this
-    /// cache is waiting to be submitted (the start of a model step): one
-    /// recorder per device at a time, which `ModelShard` (the only caller)
-    /// guarantees by owning its device's context and submitting each step
-    /// before the next.
-    pub fn begin_step(&self) {
-        let mut g = self.lock();
+    /// cache is waiting to be submitted (the start of a model step). `&mut`:
+    /// no one else can be recording through the owning context meanwhile.
+    pub(super) fn begin_step(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         g.stepping = true;
         g.used = 0;
         g.flushed = 0;
@@ -75,7 +85,7 @@ impl DispatchCache {
 
     /// Writes the slots handed out since the last flush to the device; done
     /// by `GpuContext::submit` before every submit.
-    pub fn flush(&self, queue: &wgpu::Queue) {
+    pub(super) fn flush(&self, queue: &wgpu::Queue) {
         let mut g = self.lock();
         let (from, to) = (g.flushed, g.used);
         let mut slot = from;
@@ -94,7 +104,7 @@ impl DispatchCache {
     }
 
     /// (bind groups created, found in the cache) so far.
-    pub fn stats(&self) -> (u64, u64) {
+    pub(super) fn stats(&self) -> (u64, u64) {
         let g = self.lock();
         (g.created, g.reused)
     }
@@ -106,7 +116,7 @@ impl DispatchCache {
     /// Records `pipeline` over `groups` workgroups with `params` at binding
     /// 0 and `entries` (whole buffers) at theirs.
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch(
+    pub(super) fn dispatch(
         &self,
         device: &wgpu::Device,
         pass: &mut wgpu::ComputePass<'_>,
@@ -211,10 +221,10 @@ mod tests {
     /// parameters.
     #[test]
     fn slots_are_per_dispatch_and_bind_groups_are_reused_across_steps() {
-        let ctx = GpuContext::new(&AdapterChoice::Auto).unwrap();
+        let mut ctx = GpuContext::new(&AdapterChoice::Auto).unwrap();
         let fill = Fill::new(&ctx).unwrap();
         let bufs: Vec<wgpu::Buffer> = (0..2).map(|_| ctx.storage("b", 64).unwrap()).collect();
-        ctx.dispatches.begin_step();
+        ctx.begin_step();
         run(
             &ctx,
             &fill,
@@ -225,9 +235,9 @@ mod tests {
         let b: Vec<f32> = ctx.read(&bufs[1]).unwrap();
         assert_eq!(a, [[3.0; 8], [1.0; 8]].concat());
         assert_eq!(b, vec![2.0; 16]);
-        assert_eq!(ctx.dispatches.stats(), (3, 0));
+        assert_eq!(ctx.dispatch_stats(), (3, 0));
 
-        ctx.dispatches.begin_step();
+        ctx.begin_step();
         run(
             &ctx,
             &fill,
@@ -239,7 +249,7 @@ mod tests {
         assert_eq!(a, [vec![7.0; 2], vec![5.0; 14]].concat());
         assert_eq!(b, [vec![6.0; 4], vec![2.0; 12]].concat());
         assert_eq!(
-            ctx.dispatches.stats(),
+            ctx.dispatch_stats(),
             (3, 3),
             "the second step creates nothing"
         );

@@ -5,8 +5,10 @@
 //! pipeline creation. Element types cannot be overridden in WGSL, so a shader
 //! that comes in several dtypes declares them as aliases, e.g.
 //! `alias kv_t = f32;`, and [`specialise`] rewrites those alias lines (adding
-//! `enable f16;` when an f16 type is chosen). The file as written is always a
-//! valid f32 shader, which is what the naga test compiles first.
+//! `enable f16;` when an f16 type is chosen). It runs after the include step
+//! (`super::shader_include`), on the expanded text. The file as written,
+//! its includes expanded, is always a valid f32 shader, which is what the
+//! naga test compiles first.
 
 /// Rewrites `alias NAME = ...;` lines for each `(NAME, TYPE)` given.
 ///
@@ -70,9 +72,11 @@ mod tests {
         assert_eq!(aliases(src), vec!["kv_t".to_string()]);
     }
 
-    /// Every `.wgsl` file in `shaders/` parses and validates with naga, as
-    /// written (f32) and with each of its aliases switched to f16. A broken
-    /// kernel fails here without a GPU.
+    /// Every `.wgsl` file in `shaders/` parses and validates with naga, its
+    /// includes expanded, as written (f32) and with each of its aliases
+    /// switched to f16. A broken kernel fails here without a GPU. The
+    /// fragments in `shaders/lib/` are compiled inside the files that include
+    /// them.
     #[test]
     fn every_shader_compiles_with_naga() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
@@ -85,7 +89,15 @@ mod tests {
             .collect();
         entries.sort();
         for path in entries {
-            let src = std::fs::read_to_string(&path).unwrap();
+            let raw = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let src = match crate::gpu::shader_include::expand(&name, &raw) {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push(e.to_string());
+                    continue;
+                }
+            };
             let mut variants = vec![("as written".to_string(), src.clone())];
             let names = aliases(&src);
             if !names.is_empty() {

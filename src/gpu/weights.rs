@@ -1,7 +1,8 @@
 //! Weight tensors on the device, in their quantized form: the repacking of
 //! GGUF blocks into 4-byte-aligned arrays, the split of large tensors into
 //! row chunks, and the WGSL that reads them back (`shaders/dequant_*.wgsl`,
-//! spliced into the matmul and embedding kernels by [`splice_dequant`]).
+//! included as `dequant.wgsl` by the matmul and embedding kernels, chosen by
+//! [`splice_dequant`]).
 //! This module owns that layout; kernels only call `dequant_unit`. It knows
 //! nothing of models: callers pass a name, a type, a shape and the bytes.
 //!
@@ -62,6 +63,7 @@ use std::ops::Range;
 
 use bytemuck::Pod;
 
+use super::shader_include::{expand_with, IncludeError};
 use super::{GpuContext, GpuError};
 use crate::gguf::quant::{
     get_scale_q3k, BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
@@ -82,11 +84,11 @@ pub fn has_scales(ty: GgmlType) -> bool {
     ty.is_quantized()
 }
 
-/// The WGSL defining `wq`, `ws`, `UNIT_V4` and `dequant_unit` for `ty`, or
-/// `None` for F32, which is the default written in each kernel's own file.
-pub fn dequant_wgsl(ty: GgmlType) -> Option<&'static str> {
-    Some(match ty {
-        GgmlType::F32 => return None,
+/// The WGSL defining `wq`, `ws`, `UNIT_V4` and `dequant_unit` for `ty`
+/// (F32's is also the library's default `dequant.wgsl`).
+pub fn dequant_wgsl(ty: GgmlType) -> &'static str {
+    match ty {
+        GgmlType::F32 => include_str!("../../shaders/dequant_f32.wgsl"),
         GgmlType::F16 => include_str!("../../shaders/dequant_f16.wgsl"),
         GgmlType::BF16 => include_str!("../../shaders/dequant_bf16.wgsl"),
         GgmlType::Q4_0 => include_str!("../../shaders/dequant_q4_0.wgsl"),
@@ -100,29 +102,14 @@ pub fn dequant_wgsl(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q5K => include_str!("../../shaders/dequant_q5_k.wgsl"),
         GgmlType::Q6K => include_str!("../../shaders/dequant_q6_k.wgsl"),
         GgmlType::MXFP4 => include_str!("../../shaders/dequant_mxfp4.wgsl"),
-    })
+    }
 }
 
-const BEGIN: &str = "// ---- dequant: begin";
-const END: &str = "// ---- dequant: end";
-
-/// `driver` (a kernel file with an F32 `dequant:` section) with that section
-/// replaced by `ty`'s dequantizer.
-///
-/// Panics if the markers are missing (a programming error the kernel tests
-/// catch on their first run).
-pub fn splice_dequant(driver: &str, ty: GgmlType) -> String {
-    let Some(src) = dequant_wgsl(ty) else {
-        return driver.to_string();
-    };
-    let begin = driver
-        .find(BEGIN)
-        .expect("kernel has a dequant: begin marker");
-    let end = driver[begin..]
-        .find(END)
-        .map(|e| begin + e)
-        .expect("kernel has a dequant: end marker");
-    format!("{}{}\n{}", &driver[..begin], src, &driver[end..])
+/// `driver` (the kernel file called `shader` in errors, which includes
+/// `dequant.wgsl`) with its includes expanded and `ty`'s dequantizer as
+/// `dequant.wgsl`.
+pub fn splice_dequant(shader: &str, driver: &str, ty: GgmlType) -> Result<String, IncludeError> {
+    expand_with(shader, driver, &[("dequant.wgsl", dequant_wgsl(ty))])
 }
 
 /// One run of rows of a [`DeviceTensor`] with its own buffers.
@@ -500,11 +487,23 @@ mod tests {
     #[test]
     fn splice_replaces_only_the_dequant_section() {
         let driver = include_str!("../../shaders/matmul.wgsl");
-        let out = splice_dequant(driver, GgmlType::Q8_0);
+        let out = splice_dequant("matmul.wgsl", driver, GgmlType::Q8_0).unwrap();
         assert!(out.contains("unpack4xI8"));
         assert!(!out.contains("bitcast<vec4<f32>>(wq["));
         assert!(out.contains("fn main("));
-        assert_eq!(splice_dequant(driver, GgmlType::F32), driver);
+        assert!(
+            !out.lines()
+                .any(|l| l.trim_start().starts_with("// #include")),
+            "nested includes are expanded too"
+        );
+        assert!(out.contains("fn hsum"), "and the driver's own");
+        // F32 is the file as written, its includes expanded.
+        let f32_out = splice_dequant("matmul.wgsl", driver, GgmlType::F32).unwrap();
+        assert_eq!(
+            f32_out,
+            crate::gpu::shader_include::expand("matmul.wgsl", driver).unwrap()
+        );
+        assert!(f32_out.contains("bitcast<vec4<f32>>(wq["));
     }
 
     /// Every spliced kernel (each type into each driver) validates with naga;
@@ -514,11 +513,12 @@ mod tests {
         let drivers = [
             ("matmul", include_str!("../../shaders/matmul.wgsl")),
             ("embedding", include_str!("../../shaders/embedding.wgsl")),
+            ("moe_matmul", include_str!("../../shaders/moe_matmul.wgsl")),
         ];
         let mut failures = Vec::new();
         for (dname, driver) in drivers {
             for ty in GgmlType::ALL {
-                let src = splice_dequant(driver, ty);
+                let src = splice_dequant(dname, driver, ty).unwrap();
                 let res = naga::front::wgsl::parse_str(&src)
                     .map_err(|e| e.emit_to_string(&src))
                     .and_then(|m| {

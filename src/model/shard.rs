@@ -245,10 +245,10 @@ impl ModelShard {
     ) -> Result<ShardOutput, ModelError> {
         self.check(batch, &input)?;
         let t_start = std::time::Instant::now();
-        let ctx = &self.ctx;
         // Nothing recorded on this device is pending: parameter slots can be
         // reused, which keeps every cached bind group valid step after step.
-        ctx.dispatches.begin_step();
+        self.ctx.begin_step();
+        let ctx = &self.ctx;
         let stride = self.upload(batch, &input);
         let f = Forward {
             ctx,

@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/add.wgsl");
@@ -12,10 +13,10 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    start: u32,
-    _pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) start: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 /// The residual add. One pipeline per (in place or not) x (vec4 or scalar).
@@ -28,7 +29,7 @@ pub struct Add {
 
 impl Add {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("add", SOURCE)?;
+        let module = ctx.shader_module("add", &expand("add.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("add {entry}"),

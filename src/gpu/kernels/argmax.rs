@@ -11,6 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::rmsnorm::Rows;
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/argmax.wgsl");
@@ -18,10 +19,10 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    vocab: u32,
-    _pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) rows: u32,
+    pub(super) vocab: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 pub struct Argmax {
@@ -33,7 +34,7 @@ pub struct Argmax {
 
 impl Argmax {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("argmax", SOURCE)?;
+        let module = ctx.shader_module("argmax", &expand("argmax.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("argmax {entry}"),

@@ -36,7 +36,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::entry;
 use super::kv_write::{KvCacheLayout, KvDtype, KvError, LayerCache, PagedBatch, MAX_GRID_Y};
-use crate::gpu::GpuContext;
+use crate::gpu::shader_include::expand;
+use crate::gpu::{GpuContext, GpuError};
 
 const TILED: &str = include_str!("../../../shaders/attention.wgsl");
 const STRIDED: &str = include_str!("../../../shaders/attention_strided.wgsl");
@@ -101,13 +102,13 @@ pub struct LayerAttention<'a> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    num_tokens: u32,
-    max_blocks_per_seq: u32,
-    window: u32,
-    use_sinks: u32,
-    scale: f32,
-    _pad: [u32; 3],
+pub(super) struct Params {
+    pub(super) num_tokens: u32,
+    pub(super) max_blocks_per_seq: u32,
+    pub(super) window: u32,
+    pub(super) use_sinks: u32,
+    pub(super) scale: f32,
+    pub(super) _pad: [u32; 3],
 }
 
 pub struct PagedAttention {
@@ -134,14 +135,16 @@ impl PagedAttention {
             ("BLOCK_SIZE", f64::from(layout.block_size)),
         ];
         let source = match config.kernel {
-            AttentionKernel::Tiled => layout.dtype.specialise(TILED),
+            AttentionKernel::Tiled => layout
+                .dtype
+                .specialise(&expand("attention.wgsl", TILED).map_err(GpuError::from)?),
             AttentionKernel::Strided => {
                 // It reads the cache as raw 32-bit words: no dtype alias.
                 let f16 = layout.dtype == KvDtype::F16;
                 constants.push(("HPI", f64::from(heads_per_invocation(&config))));
                 constants.push(("KV_F16", if f16 { 1.0 } else { 0.0 }));
                 constants.push(("LANES", f64::from(STRIDED_LANES)));
-                STRIDED.to_string()
+                expand("attention_strided.wgsl", STRIDED).map_err(GpuError::from)?
             }
         };
         let module = ctx.shader_module("attention", &source)?;

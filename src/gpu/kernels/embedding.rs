@@ -21,15 +21,15 @@ const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    k4: u32,
-    upr: u32,
-    row0: u32,
-    rows: u32,
-    zero_above: u32,
-    groups_y: u32,
-    _pad: u32,
+pub(super) struct Params {
+    pub(super) m: u32,
+    pub(super) k4: u32,
+    pub(super) upr: u32,
+    pub(super) row0: u32,
+    pub(super) rows: u32,
+    pub(super) zero_above: u32,
+    pub(super) groups_y: u32,
+    pub(super) _pad: u32,
 }
 
 /// The gather for one weight type.
@@ -48,7 +48,7 @@ fn bad_call(message: String) -> GpuError {
 impl Embedding {
     pub fn new(ctx: &GpuContext, ty: GgmlType) -> Result<Self, GpuError> {
         let label = format!("embedding {ty}");
-        let module = ctx.shader_module(&label, &splice_dequant(SOURCE, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("embedding.wgsl", SOURCE, ty)?)?;
         let pipeline = ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(WG))])?;
         Ok(Self { ty, pipeline })
     }

@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/fill.wgsl");
@@ -11,9 +12,9 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    value: f32,
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) value: f32,
 }
 
 pub struct Fill {
@@ -22,7 +23,7 @@ pub struct Fill {
 
 impl Fill {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("fill", SOURCE)?;
+        let module = ctx.shader_module("fill", &expand("fill.wgsl", SOURCE)?)?;
         let pipeline = ctx.compute_pipeline("fill", &module, "main", &[("WG", WG as f64)])?;
         Ok(Self { pipeline })
     }

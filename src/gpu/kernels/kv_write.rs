@@ -20,6 +20,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::entry;
+use crate::gpu::shader_include::expand;
 use crate::gpu::shader_source::specialise;
 use crate::gpu::{GpuContext, GpuError};
 
@@ -151,9 +152,9 @@ pub struct LayerCache<'a> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    num_tokens: u32,
-    _pad: [u32; 3],
+pub(super) struct Params {
+    pub(super) num_tokens: u32,
+    pub(super) _pad: [u32; 3],
 }
 
 /// Writes new K/V rows into their slots.
@@ -165,7 +166,9 @@ pub struct KvWrite {
 impl KvWrite {
     pub fn new(ctx: &GpuContext, layout: KvCacheLayout) -> Result<Self, KvError> {
         layout.validate(ctx)?;
-        let source = layout.dtype.specialise(SOURCE);
+        let source = layout
+            .dtype
+            .specialise(&expand("kv_write.wgsl", SOURCE).map_err(GpuError::from)?);
         let module = ctx.shader_module("kv_write", &source)?;
         let row4 = (layout.slot_elems() / 4) as f64;
         let pipeline = ctx.compute_pipeline("kv_write", &module, "main", &[("ROW4", row4)])?;

@@ -85,15 +85,15 @@ impl MatmulConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    k4: u32,
-    rows: u32,
-    n0: u32,
-    ldy: u32,
-    upr: u32,
-    flags: u32,
-    groups_x: u32,
+pub(super) struct Params {
+    pub(super) m: u32,
+    pub(super) k4: u32,
+    pub(super) rows: u32,
+    pub(super) n0: u32,
+    pub(super) ldy: u32,
+    pub(super) upr: u32,
+    pub(super) flags: u32,
+    pub(super) groups_x: u32,
 }
 
 const FLAG_BIAS: u32 = 1;
@@ -140,7 +140,7 @@ impl Matmul {
             )));
         }
         let label = format!("matmul {ty}");
-        let module = ctx.shader_module(&label, &splice_dequant(SOURCE, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("matmul.wgsl", SOURCE, ty)?)?;
         let entry = if tpr == 1 { "main_rows" } else { "main" };
         let pipe = |tm: u32| {
             let mut consts = vec![("WG", f64::from(wg)), ("TM", f64::from(tm))];

@@ -35,6 +35,8 @@ pub mod fill;
 pub mod kv_write;
 pub mod matmul;
 pub mod moe;
+#[cfg(test)]
+mod params_layout;
 pub mod quantize_act;
 pub mod rmsnorm;
 pub mod rope;

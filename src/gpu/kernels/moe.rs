@@ -20,9 +20,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gguf::GgmlType;
-// Absolute paths: this file is compiled from `crate::model::shard` until
-// `src/gpu/kernels/mod.rs` declares it.
 use crate::gpu::kernels::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::weights::{has_scales, splice_dequant, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};
 
@@ -143,11 +142,11 @@ impl ExpertStack {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct RouterParams {
-    m: u32,
-    n_experts: u32,
-    k: u32,
-    groups_x: u32,
+pub(super) struct RouterParams {
+    pub(super) m: u32,
+    pub(super) n_experts: u32,
+    pub(super) k: u32,
+    pub(super) groups_x: u32,
 }
 
 /// Top-k routing with a softmax over the chosen logits.
@@ -157,7 +156,7 @@ pub struct MoeRouter {
 
 impl MoeRouter {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("moe_router", ROUTER)?;
+        let module = ctx.shader_module("moe_router", &expand("moe_router.wgsl", ROUTER)?)?;
         let pipeline = ctx.compute_pipeline(
             "moe_router",
             &module,
@@ -212,15 +211,15 @@ impl MoeRouter {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    m: u32,
-    k_used: u32,
-    k4: u32,
-    rows: u32,
-    upr: u32,
-    e0: u32,
-    e1: u32,
-    flags: u32,
+pub(super) struct MatmulParams {
+    pub(super) m: u32,
+    pub(super) k_used: u32,
+    pub(super) k4: u32,
+    pub(super) rows: u32,
+    pub(super) upr: u32,
+    pub(super) e0: u32,
+    pub(super) e1: u32,
+    pub(super) flags: u32,
 }
 
 const FLAG_X_PER_SLOT: u32 = 1;
@@ -281,7 +280,7 @@ impl MoeMatmul {
             ));
         }
         let label = format!("moe_matmul {ty} tpr {tpr}");
-        let module = ctx.shader_module(&label, &splice_dequant(MATMUL, ty))?;
+        let module = ctx.shader_module(&label, &splice_dequant("moe_matmul.wgsl", MATMUL, ty)?)?;
         let pipeline = if tpr == 1 {
             ctx.compute_pipeline(&label, &module, "main", &[("WG", f64::from(wg))])?
         } else {

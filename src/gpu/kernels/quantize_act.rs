@@ -9,6 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/quantize_act.wgsl");
@@ -56,11 +57,11 @@ impl ActQuant {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n_blocks: u32,
-    block: u32,
-    mode: u32,
-    groups_x: u32,
+pub(super) struct Params {
+    pub(super) n_blocks: u32,
+    pub(super) block: u32,
+    pub(super) mode: u32,
+    pub(super) groups_x: u32,
 }
 
 pub struct QuantizeAct {
@@ -69,7 +70,7 @@ pub struct QuantizeAct {
 
 impl QuantizeAct {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let module = ctx.shader_module("quantize_act", SOURCE)?;
+        let module = ctx.shader_module("quantize_act", &expand("quantize_act.wgsl", SOURCE)?)?;
         let pipeline =
             ctx.compute_pipeline("quantize_act", &module, "main", &[("WG", f64::from(WG))])?;
         Ok(Self { pipeline })

@@ -10,6 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/rmsnorm.wgsl");
@@ -24,11 +25,11 @@ pub struct Rows {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    width: u32,
-    eps: f32,
-    _pad: u32,
+pub(super) struct Params {
+    pub(super) rows: u32,
+    pub(super) width: u32,
+    pub(super) eps: f32,
+    pub(super) _pad: u32,
 }
 
 /// RMSNorm with a fixed epsilon (a model constant, e.g. GGUF's
@@ -51,7 +52,7 @@ impl RmsNorm {
                 ),
             });
         }
-        let module = ctx.shader_module("rmsnorm", SOURCE)?;
+        let module = ctx.shader_module("rmsnorm", &expand("rmsnorm.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("rmsnorm {entry}"),

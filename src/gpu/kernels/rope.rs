@@ -12,6 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/rope.wgsl");
@@ -175,15 +176,15 @@ fn yarn_ramp(corr: [f32; 2], i: u32) -> f32 {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    tokens: u32,
-    n_heads: u32,
-    head_dim: u32,
-    half: u32,
-    neox: u32,
-    yarn: u32,
-    freq_scale: f32,
-    mscale: f32,
+pub(super) struct Params {
+    pub(super) tokens: u32,
+    pub(super) n_heads: u32,
+    pub(super) head_dim: u32,
+    pub(super) half: u32,
+    pub(super) neox: u32,
+    pub(super) yarn: u32,
+    pub(super) freq_scale: f32,
+    pub(super) mscale: f32,
 }
 
 /// RoPE for one set of [`RopeParams`] (q and k of every layer share it).
@@ -227,7 +228,7 @@ impl Rope {
         } else {
             y.attn_factor
         };
-        let module = ctx.shader_module("rope", SOURCE)?;
+        let module = ctx.shader_module("rope", &expand("rope.wgsl", SOURCE)?)?;
         let pipeline = ctx.compute_pipeline("rope", &module, "rope", &[("WG", WG as f64)])?;
         Ok(Self {
             params: p.clone(),

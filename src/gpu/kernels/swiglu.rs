@@ -6,6 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{entry, grid_2d};
+use crate::gpu::shader_include::expand;
 use crate::gpu::{GpuContext, GpuError};
 
 const SOURCE: &str = include_str!("../../../shaders/swiglu.wgsl");
@@ -31,14 +32,14 @@ impl SwiGluMode {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    start: u32,
-    mode: u32,
-    _pad: u32,
-    alpha: f32,
-    limit: f32,
-    _pad1: [u32; 2],
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) start: u32,
+    pub(super) mode: u32,
+    pub(super) _pad: u32,
+    pub(super) alpha: f32,
+    pub(super) limit: f32,
+    pub(super) _pad1: [u32; 2],
 }
 
 pub struct SwiGlu {
@@ -60,7 +61,7 @@ impl SwiGlu {
                 });
             }
         }
-        let module = ctx.shader_module("swiglu", SOURCE)?;
+        let module = ctx.shader_module("swiglu", &expand("swiglu.wgsl", SOURCE)?)?;
         let pipe = |entry: &str| {
             ctx.compute_pipeline(
                 &format!("swiglu {entry}"),
