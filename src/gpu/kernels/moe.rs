@@ -295,15 +295,12 @@ impl MoeMatmul {
         })
     }
 
-    /// Records the expert matmul. `x` is `[m][K]` (every slot reads its
-    /// token's row) or, with `x_per_slot`, `[m][k_used][K]`; `bias` is
-    /// `[E][N]` f32. `y` must not alias `x`. Shape mistakes are `Err`s
-    /// before anything is recorded; device errors surface at the submit.
+    /// The shape checks of [`Self::encode`], in order, before anything is
+    /// recorded; returns the dispatch grid (row tiles, rows).
     #[allow(clippy::too_many_arguments)]
-    pub fn encode(
+    fn check(
         &self,
         ctx: &GpuContext,
-        pass: &mut wgpu::ComputePass<'_>,
         w: &ExpertStack,
         route: &Routing<'_>,
         x: &wgpu::Buffer,
@@ -311,7 +308,7 @@ impl MoeMatmul {
         y: &wgpu::Buffer,
         out: MoeOutput,
         bias: Option<&wgpu::Buffer>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<(u64, u64), GpuError> {
         let fail = |message: String| Err(bad_call(&format!("moe_matmul {}", w.name), message));
         if w.ty != self.ty {
             return fail(format!(
@@ -320,7 +317,7 @@ impl MoeMatmul {
             ));
         }
         if route.m == 0 {
-            return Ok(());
+            return Ok((0, 0));
         }
         let (m, s, k, n) = (
             u64::from(route.m),
@@ -360,6 +357,30 @@ impl MoeMatmul {
             return fail(format!(
                 "{grid_y} rows of {gx} tiles exceed one dispatch ({max} per dimension); split the batch"
             ));
+        }
+        Ok((gx, grid_y))
+    }
+
+    /// Records the expert matmul. `x` is `[m][K]` (every slot reads its
+    /// token's row) or, with `x_per_slot`, `[m][k_used][K]`; `bias` is
+    /// `[E][N]` f32. `y` must not alias `x`. Shape mistakes are `Err`s
+    /// before anything is recorded; device errors surface at the submit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        w: &ExpertStack,
+        route: &Routing<'_>,
+        x: &wgpu::Buffer,
+        x_per_slot: bool,
+        y: &wgpu::Buffer,
+        out: MoeOutput,
+        bias: Option<&wgpu::Buffer>,
+    ) -> Result<(), GpuError> {
+        let (gx, grid_y) = self.check(ctx, w, route, x, x_per_slot, y, out, bias)?;
+        if route.m == 0 {
+            return Ok(());
         }
         let flags = if x_per_slot { FLAG_X_PER_SLOT } else { 0 }
             | if out == MoeOutput::Combine {
