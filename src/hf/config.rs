@@ -1,6 +1,8 @@
 //! `config.json`: the model's shape, translated into the GGUF metadata keys
 //! llama.cpp's converter would write, so [`crate::model::spec::ModelSpec`]
-//! reads both sources the same way.
+//! reads both sources the same way. Values the kernels build in (gpt-oss's
+//! SwiGLU clamp, YaRN's betas, its layer alternation) are checked here and
+//! refused when they differ; the tensors are `convert.rs`'s.
 
 use std::path::Path;
 
@@ -123,134 +125,190 @@ impl HfConfig {
             .unwrap_or_default()
     }
 
-    /// The GGUF metadata llama.cpp's converter writes for this model.
+    /// The GGUF metadata llama.cpp's converter writes for this model: the
+    /// checks of what the kernels build in, then the keys group by group.
     pub fn gguf_metadata(&self, dir: &Path) -> Result<Metadata, HfError> {
-        let invalid = |message: String| HfError::Invalid {
-            path: dir.join("config.json"),
-            message,
-        };
         let arch = self.gguf_arch().ok_or_else(|| HfError::UnsupportedModel {
             path: dir.to_path_buf(),
             model_type: self.model_type.clone(),
         })?;
-        let gpt_oss = arch == "gpt-oss";
-        let rope = self.rope();
-        let theta = rope.rope_theta.or(self.rope_theta).unwrap_or(10_000.0);
-        let rope_type = self.rope_type();
-
-        // What the kernels build in: check rather than silently differ.
-        let expect = |what: &str, got: Option<f64>, want: f64| match got {
-            Some(v) if (v - want).abs() > 1e-6 => Err(invalid(format!(
-                "{what} is {v}; only {want} (gpt-oss's value) is supported"
-            ))),
-            _ => Ok(()),
-        };
-        if gpt_oss {
-            expect("swiglu_limit", self.swiglu_limit, 7.0)?;
-            expect("swiglu_alpha", self.swiglu_alpha, 1.702)?;
-        }
-        if rope_type.as_deref() == Some("yarn") {
-            expect("rope beta_fast", rope.beta_fast, 32.0)?;
-            expect("rope beta_slow", rope.beta_slow, 1.0)?;
-            // GGUF does not record YaRN's ramp rounding: the model spec
-            // rounds for every architecture but gpt-oss (see yarn_params).
-            if rope.truncate == Some(gpt_oss) {
-                return Err(invalid(format!(
-                    "YaRN with truncate = {gpt_oss} is not supported for {arch}"
-                )));
-            }
-        }
-        if let Some(types) = self.layer_types.as_ref().filter(|_| gpt_oss) {
-            let alternating = types.len() as u64 == self.num_hidden_layers
-                && types.iter().enumerate().all(|(l, t)| {
-                    t == if l % 2 == 0 {
-                        "sliding_attention"
-                    } else {
-                        "full_attention"
-                    }
-                });
-            if !alternating {
-                return Err(invalid(format!(
-                    "layer_types {types:?}: only gpt-oss's alternation (sliding on even \
-                     layers, full on odd) is supported"
-                )));
-            }
-        }
+        self.check_gpt_oss_activation(dir, arch)?;
+        self.check_yarn(dir, arch)?;
+        self.check_layer_types(dir, arch)?;
 
         let mut m = Metadata::new(dir);
-        let mut put = |k: &str, v: MetaValue| {
-            m.insert(k.to_string(), v);
-        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        put("general.architecture", arch.into());
-        put("general.name", name.as_str().into());
-        let k = |s: &str| format!("{arch}.{s}");
-        let u = |v: u64| MetaValue::U32(v as u32);
+        m.insert("general.architecture", arch.into());
+        m.insert("general.name", name.as_str().into());
+        let mut keys = ArchKeys { m: &mut m, arch };
+        self.put_shape(&mut keys);
+        self.put_experts_and_windows(&mut keys);
+        self.put_rope(&mut keys, dir)?;
+        keys.u32("vocab_size", self.vocab_size);
+        Ok(m)
+    }
+
+    /// gpt-oss's clamped SwiGLU: the kernels build in its limit and alpha.
+    fn check_gpt_oss_activation(&self, dir: &Path, arch: &str) -> Result<(), HfError> {
+        if arch == "gpt-oss" {
+            expect(dir, "swiglu_limit", self.swiglu_limit, 7.0)?;
+            expect(dir, "swiglu_alpha", self.swiglu_alpha, 1.702)?;
+        }
+        Ok(())
+    }
+
+    /// YaRN: the kernels build in gpt-oss's betas; its ramp rounding is
+    /// implied by the architecture.
+    fn check_yarn(&self, dir: &Path, arch: &str) -> Result<(), HfError> {
+        if self.rope_type().as_deref() != Some("yarn") {
+            return Ok(());
+        }
+        let rope = self.rope();
+        let gpt_oss = arch == "gpt-oss";
+        expect(dir, "rope beta_fast", rope.beta_fast, 32.0)?;
+        expect(dir, "rope beta_slow", rope.beta_slow, 1.0)?;
+        // GGUF does not record YaRN's ramp rounding: the model spec
+        // rounds for every architecture but gpt-oss (see yarn_params).
+        if rope.truncate == Some(gpt_oss) {
+            return Err(invalid(
+                dir,
+                format!("YaRN with truncate = {gpt_oss} is not supported for {arch}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// gpt-oss's `layer_types`: only its own alternation is built in.
+    fn check_layer_types(&self, dir: &Path, arch: &str) -> Result<(), HfError> {
+        let Some(types) = self.layer_types.as_ref().filter(|_| arch == "gpt-oss") else {
+            return Ok(());
+        };
+        let alternating = types.len() as u64 == self.num_hidden_layers
+            && types.iter().enumerate().all(|(l, t)| {
+                t == if l % 2 == 0 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            });
+        if !alternating {
+            return Err(invalid(
+                dir,
+                format!(
+                    "layer_types {types:?}: only gpt-oss's alternation (sliding on even \
+                     layers, full on odd) is supported"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Layers, widths, heads and the norm's epsilon.
+    fn put_shape(&self, keys: &mut ArchKeys) {
         let heads = self.num_attention_heads;
         let head_dim = self.head_dim.unwrap_or(self.hidden_size / heads.max(1));
-        put(&k("block_count"), u(self.num_hidden_layers));
-        put(&k("context_length"), u(self.max_position_embeddings));
-        put(&k("embedding_length"), u(self.hidden_size));
-        put(&k("feed_forward_length"), u(self.intermediate_size));
-        put(&k("attention.head_count"), u(heads));
-        put(
-            &k("attention.head_count_kv"),
-            u(self.num_key_value_heads.unwrap_or(heads)),
+        keys.u32("block_count", self.num_hidden_layers);
+        keys.u32("context_length", self.max_position_embeddings);
+        keys.u32("embedding_length", self.hidden_size);
+        keys.u32("feed_forward_length", self.intermediate_size);
+        keys.u32("attention.head_count", heads);
+        keys.u32(
+            "attention.head_count_kv",
+            self.num_key_value_heads.unwrap_or(heads),
         );
-        put(&k("attention.key_length"), u(head_dim));
-        put(&k("attention.value_length"), u(head_dim));
-        put(
-            &k("attention.layer_norm_rms_epsilon"),
-            MetaValue::F32(self.rms_norm_eps as f32),
-        );
-        if gpt_oss {
-            put(&k("expert_feed_forward_length"), u(self.intermediate_size));
-            put(&k("expert_count"), u(self.num_local_experts.unwrap_or(0)));
-            put(
-                &k("expert_used_count"),
-                u(self.num_experts_per_tok.unwrap_or(0)),
-            );
-            put(
-                &k("attention.sliding_window"),
-                u(self.sliding_window.unwrap_or(0)),
-            );
+        keys.u32("attention.key_length", head_dim);
+        keys.u32("attention.value_length", head_dim);
+        keys.f32("attention.layer_norm_rms_epsilon", self.rms_norm_eps);
+    }
+
+    /// gpt-oss's experts and window (on alternate layers), or a Mistral's
+    /// window (on every layer).
+    fn put_experts_and_windows(&self, keys: &mut ArchKeys) {
+        if keys.arch == "gpt-oss" {
+            keys.u32("expert_feed_forward_length", self.intermediate_size);
+            keys.u32("expert_count", self.num_local_experts.unwrap_or(0));
+            keys.u32("expert_used_count", self.num_experts_per_tok.unwrap_or(0));
+            keys.u32("attention.sliding_window", self.sliding_window.unwrap_or(0));
         }
         // Mistral 7B v0.1 attends to the last `sliding_window` positions on
         // every layer; later Mistrals say null. (Qwen2 configs also carry a
         // sliding_window, switched off by use_sliding_window: not read.)
         if let Some(w) = self.sliding_window.filter(|_| self.model_type == "mistral") {
-            put(&k("attention.sliding_window"), u(w));
+            keys.u32("attention.sliding_window", w);
         }
-        put(&k("rope.freq_base"), MetaValue::F32(theta as f32));
-        match rope_type.as_deref() {
+    }
+
+    /// RoPE's base frequency and its scaling.
+    fn put_rope(&self, keys: &mut ArchKeys, dir: &Path) -> Result<(), HfError> {
+        let rope = self.rope();
+        let theta = rope.rope_theta.or(self.rope_theta).unwrap_or(10_000.0);
+        keys.f32("rope.freq_base", theta);
+        match self.rope_type().as_deref() {
             // Llama 3's scaling is a per-frequency table, written by the
             // converter as the `rope_freqs` tensor.
             None | Some("default") | Some("llama3") => {}
             Some("linear") => {
-                put(&k("rope.scaling.type"), "linear".into());
-                let factor = rope.factor.unwrap_or(1.0);
-                put(&k("rope.scaling.factor"), MetaValue::F32(factor as f32));
+                keys.put("rope.scaling.type", "linear".into());
+                keys.f32("rope.scaling.factor", rope.factor.unwrap_or(1.0));
             }
             Some("yarn") => {
-                let factor = rope.factor.unwrap_or(1.0);
                 let orig = rope
                     .original_max_position_embeddings
                     .unwrap_or(self.max_position_embeddings);
-                put(&k("rope.scaling.type"), "yarn".into());
-                put(&k("rope.scaling.factor"), MetaValue::F32(factor as f32));
-                put(&k("rope.scaling.original_context_length"), u(orig));
+                keys.put("rope.scaling.type", "yarn".into());
+                keys.f32("rope.scaling.factor", rope.factor.unwrap_or(1.0));
+                keys.u32("rope.scaling.original_context_length", orig);
             }
             Some(other) => {
-                return Err(invalid(format!(
-                    "rope type {other:?} is not supported (default, linear, yarn, llama3)"
-                )))
+                return Err(invalid(
+                    dir,
+                    format!("rope type {other:?} is not supported (default, linear, yarn, llama3)"),
+                ))
             }
         }
-        put(&k("vocab_size"), u(self.vocab_size));
-        Ok(m)
+        Ok(())
+    }
+}
+
+/// `config.json` says something this code does not support.
+fn invalid(dir: &Path, message: String) -> HfError {
+    HfError::Invalid {
+        path: dir.join("config.json"),
+        message,
+    }
+}
+
+/// A value the kernels build in: check rather than silently differ.
+fn expect(dir: &Path, what: &str, got: Option<f64>, want: f64) -> Result<(), HfError> {
+    match got {
+        Some(v) if (v - want).abs() > 1e-6 => Err(invalid(
+            dir,
+            format!("{what} is {v}; only {want} (gpt-oss's value) is supported"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the `{arch}.`-prefixed keys, typed as llama.cpp's converter types them.
+struct ArchKeys<'a> {
+    m: &'a mut Metadata,
+    arch: &'a str,
+}
+
+impl ArchKeys<'_> {
+    fn put(&mut self, key: &str, value: MetaValue) {
+        self.m.insert(format!("{}.{key}", self.arch), value);
+    }
+
+    fn u32(&mut self, key: &str, value: u64) {
+        self.put(key, MetaValue::U32(value as u32));
+    }
+
+    fn f32(&mut self, key: &str, value: f64) {
+        self.put(key, MetaValue::F32(value as f32));
     }
 }
 

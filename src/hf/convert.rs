@@ -1,20 +1,27 @@
-//! HuggingFace tensor names and layouts to llama.cpp's (gpt-oss).
+//! HuggingFace tensor names and layouts to llama.cpp's, walked as the
+//! model's shape: the tensors outside the layers, then per layer its norms,
+//! attention and FFN (dense, or gpt-oss's routed experts). It only names,
+//! checks and converts tensors; the metadata is `config.rs`'s.
 //!
 //! | HF (`model.layers.N.` ...)                    | GGUF (`blk.N.` ...)                    |
 //! |-----------------------------------------------|----------------------------------------|
 //! | `input_layernorm.weight`                      | `attn_norm.weight`                     |
-//! | `post_attention_layernorm.weight`             | `post_attention_norm.weight`           |
+//! | `post_attention_layernorm.weight`             | `ffn_norm.weight` (gpt-oss: `post_attention_norm.weight`) |
 //! | `self_attn.{q,k,v}_proj.{weight,bias}`        | `attn_{q,k,v}.{weight,bias}`           |
 //! | `self_attn.o_proj.{weight,bias}`              | `attn_output.{weight,bias}`            |
+//! | `self_attn.{q,k}_norm.weight` (qwen3)         | `attn_{q,k}_norm.weight`               |
 //! | `self_attn.sinks`                             | `attn_sinks.weight`                    |
+//! | `mlp.{gate,up,down}_proj.weight`              | `ffn_{gate,up,down}.weight`            |
 //! | `mlp.router.{weight,bias}`                    | `ffn_gate_inp.{weight,bias}`           |
 //! | `mlp.experts.gate_up_proj[_bias]` (or `_blocks` + `_scales`) | `ffn_{gate,up}_exps.{weight,bias}` |
 //! | `mlp.experts.down_proj[_bias]` (or `_blocks` + `_scales`)    | `ffn_down_exps.{weight,bias}`      |
 //!
 //! plus `model.embed_tokens.weight` → `token_embd.weight`, `model.norm.weight`
-//! → `output_norm.weight`, `lm_head.weight` → `output.weight`.
+//! → `output_norm.weight`, `lm_head.weight` → `output.weight`, and Llama 3's
+//! rope scaling as a computed `rope_freqs.weight`.
 //!
-//! Layouts: HF's fused `gate_up_proj` interleaves gate (even) and up (odd)
+//! Layouts: llama's q and k rows are permuted to interleaved RoPE pairs;
+//! HF's fused `gate_up_proj` interleaves gate (even) and up (odd)
 //! outputs; the float form stores experts `[E][in][out]` (GGUF wants
 //! `[E][out][in]`); the MXFP4 form stores `[E][out][in/32][16]` bytes with
 //! element `2i` in byte `i`'s low nibble, and `[E][out][in/32]` exponent
@@ -42,9 +49,74 @@ fn float_type(dtype: Dtype) -> Option<(GgmlType, usize)> {
     }
 }
 
+/// The model's widths as the tensors' shapes use them.
+#[derive(Clone, Copy)]
+struct Dims {
+    /// Hidden width.
+    d: usize,
+    heads: usize,
+    kv_heads: usize,
+    /// Head width.
+    hd: usize,
+    /// Rows of the q projection, and of k and v.
+    q: usize,
+    kv: usize,
+    /// FFN (or one expert's) width.
+    f: usize,
+    vocab: usize,
+    /// Experts (gpt-oss), 0 for a dense model.
+    e: usize,
+}
+
+impl Dims {
+    fn of(cfg: &HfConfig) -> Self {
+        let d = cfg.hidden_size as usize;
+        let heads = cfg.num_attention_heads as usize;
+        let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
+        let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
+        Dims {
+            d,
+            heads,
+            kv_heads,
+            hd,
+            q: heads * hd,
+            kv: kv_heads * hd,
+            f: cfg.intermediate_size as usize,
+            vocab: cfg.vocab_size as usize,
+            e: cfg.num_local_experts.unwrap_or(0) as usize,
+        }
+    }
+}
+
+/// One layer's tensor names: HF's `model.layers.N.` and GGUF's `blk.N.`.
+struct Layer {
+    l: usize,
+    prefix: String,
+}
+
+impl Layer {
+    fn new(l: usize) -> Self {
+        Layer {
+            l,
+            prefix: format!("model.layers.{l}."),
+        }
+    }
+
+    fn hf(&self, s: &str) -> String {
+        format!("{}{s}", self.prefix)
+    }
+
+    fn gguf(&self, s: &str) -> String {
+        format!("blk.{}.{s}", self.l)
+    }
+}
+
 struct Converter<'a> {
     dir: &'a Path,
     st: &'a SafetensorsDir,
+    /// llama.cpp's architecture name ("" for none: nothing arch-specific).
+    arch: &'static str,
+    n: Dims,
     out: Vec<GgufTensor>,
     used: Vec<String>,
 }
@@ -296,6 +368,212 @@ impl Converter<'_> {
     }
 }
 
+/// The model's tensors, one step of its shape at a time, in GGUF order:
+/// the tensors outside the layers, then per layer its norms, attention and
+/// FFN (dense, or gpt-oss's routed experts).
+impl Converter<'_> {
+    fn gpt_oss(&self) -> bool {
+        self.arch == "gpt-oss"
+    }
+
+    /// The embedding, the final norm, the output head (when not tied) and
+    /// Llama 3's `rope_freqs` table.
+    fn outside_layers(&mut self, cfg: &HfConfig) -> Result<(), HfError> {
+        let Dims { d, vocab, .. } = self.n;
+        self.direct(
+            "model.embed_tokens.weight",
+            "token_embd.weight",
+            &[vocab, d],
+        )?;
+        self.direct("model.norm.weight", "output_norm.weight", &[d])?;
+        // No lm_head (or a config that ties them): the output is the embedding.
+        if !cfg.tie_word_embeddings && self.st.get("lm_head.weight").is_some() {
+            self.direct("lm_head.weight", "output.weight", &[vocab, d])?;
+        }
+        if let Some(freqs) = cfg.llama3_rope_freqs() {
+            let bytes = bytemuck::cast_slice(&freqs).to_vec();
+            let dims = vec![freqs.len() as u64];
+            let data = TensorData::Owned(bytes);
+            self.out
+                .push(("rope_freqs.weight".into(), dims, GgmlType::F32, data));
+        }
+        Ok(())
+    }
+
+    /// The layer's two RMSNorms (before attention, before the FFN).
+    fn norms(&mut self, layer: &Layer) -> Result<(), HfError> {
+        let d = self.n.d;
+        self.direct(
+            &layer.hf("input_layernorm.weight"),
+            &layer.gguf("attn_norm.weight"),
+            &[d],
+        )?;
+        self.direct(
+            &layer.hf("post_attention_layernorm.weight"),
+            &layer.gguf(if self.gpt_oss() {
+                "post_attention_norm.weight"
+            } else {
+                "ffn_norm.weight"
+            }),
+            &[d],
+        )
+    }
+
+    /// The layer's attention: q, k and v, the output projection, their
+    /// biases where present (always for gpt-oss), qwen3's per-head q/k norms
+    /// and gpt-oss's sinks.
+    fn attention(&mut self, layer: &Layer) -> Result<(), HfError> {
+        let Dims {
+            d, heads, hd, q, ..
+        } = self.n;
+        self.qkv(layer)?;
+        self.direct(
+            &layer.hf("self_attn.o_proj.weight"),
+            &layer.gguf("attn_output.weight"),
+            &[d, q],
+        )?;
+        if self.gpt_oss() || self.has(layer, "self_attn.o_proj.bias") {
+            self.direct(
+                &layer.hf("self_attn.o_proj.bias"),
+                &layer.gguf("attn_output.bias"),
+                &[d],
+            )?;
+        }
+        if self.arch == "qwen3" {
+            for (hf, gguf) in [("q_norm", "attn_q_norm"), ("k_norm", "attn_k_norm")] {
+                self.direct(
+                    &layer.hf(&format!("self_attn.{hf}.weight")),
+                    &layer.gguf(&format!("{gguf}.weight")),
+                    &[hd],
+                )?;
+            }
+        }
+        if self.gpt_oss() {
+            self.direct(
+                &layer.hf("self_attn.sinks"),
+                &layer.gguf("attn_sinks.weight"),
+                &[heads],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The q, k and v projections and their biases; llama's q and k
+    /// permuted, as its RoPE pairs are interleaved in GGUF.
+    fn qkv(&mut self, layer: &Layer) -> Result<(), HfError> {
+        let Dims {
+            d,
+            heads,
+            kv_heads,
+            q,
+            kv,
+            ..
+        } = self.n;
+        for (hf, gg, rows, n_head) in [
+            ("q_proj", "attn_q", q, heads),
+            ("k_proj", "attn_k", kv, kv_heads),
+            ("v_proj", "attn_v", kv, 0),
+        ] {
+            let (w, b) = (
+                layer.hf(&format!("self_attn.{hf}.weight")),
+                layer.hf(&format!("self_attn.{hf}.bias")),
+            );
+            let (gw, gb) = (
+                layer.gguf(&format!("{gg}.weight")),
+                layer.gguf(&format!("{gg}.bias")),
+            );
+            let biased = self.gpt_oss() || self.has(layer, &format!("self_attn.{hf}.bias"));
+            if self.arch == "llama" && n_head > 0 {
+                self.permuted(&w, &gw, n_head, &[rows, d])?;
+                if biased {
+                    self.permuted(&b, &gb, n_head, &[rows])?;
+                }
+            } else {
+                self.direct(&w, &gw, &[rows, d])?;
+                if biased {
+                    self.direct(&b, &gb, &[rows])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A dense layer's SwiGLU FFN: gate, up and down.
+    fn dense_ffn(&mut self, layer: &Layer) -> Result<(), HfError> {
+        let Dims { d, f, .. } = self.n;
+        for (hf, gg, shape) in [
+            ("gate_proj", "ffn_gate", [f, d]),
+            ("up_proj", "ffn_up", [f, d]),
+            ("down_proj", "ffn_down", [d, f]),
+        ] {
+            self.direct(
+                &layer.hf(&format!("mlp.{hf}.weight")),
+                &layer.gguf(&format!("{gg}.weight")),
+                &shape,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// gpt-oss's routed FFN: the router, the expert stacks (MXFP4 or float)
+    /// and their biases.
+    fn experts(&mut self, layer: &Layer) -> Result<(), HfError> {
+        let Dims { d, f, e, .. } = self.n;
+        self.direct(
+            &layer.hf("mlp.router.weight"),
+            &layer.gguf("ffn_gate_inp.weight"),
+            &[e, d],
+        )?;
+        self.direct(
+            &layer.hf("mlp.router.bias"),
+            &layer.gguf("ffn_gate_inp.bias"),
+            &[e],
+        )?;
+
+        let x = layer.hf("mlp.experts.");
+        if self.st.get(&format!("{x}gate_up_proj_blocks")).is_some() {
+            let gate_up = [
+                layer.gguf("ffn_gate_exps.weight"),
+                layer.gguf("ffn_up_exps.weight"),
+            ];
+            self.mxfp4_stacks(&format!("{x}gate_up_proj"), e, 2 * f, d, &gate_up)?;
+            let down = [layer.gguf("ffn_down_exps.weight")];
+            self.mxfp4_stacks(&format!("{x}down_proj"), e, d, f, &down)?;
+        } else {
+            self.float_experts(&x, layer.l, e, d, f)?;
+        }
+        self.split_bias(&format!("{x}gate_up_proj_bias"), layer.l, e, f)?;
+        self.direct(
+            &format!("{x}down_proj_bias"),
+            &layer.gguf("ffn_down_exps.bias"),
+            &[e, d],
+        )
+    }
+
+    /// Whether the safetensors hold this layer's tensor `name`.
+    fn has(&self, layer: &Layer, name: &str) -> bool {
+        self.st.get(&layer.hf(name)).is_some()
+    }
+
+    /// A tensor nobody reads is a sign of a model this code does not know.
+    fn warn_unused(&self) {
+        let mut unused: Vec<&str> = self
+            .st
+            .names()
+            .filter(|n| !self.used.iter().any(|u| u == n))
+            .collect();
+        if !unused.is_empty() {
+            unused.sort_unstable();
+            tracing::warn!(
+                "{}: {} tensors are not used, e.g. {:?}",
+                self.dir.display(),
+                unused.len(),
+                &unused[..unused.len().min(4)]
+            );
+        }
+    }
+}
+
 /// Every GGUF tensor of a model from its safetensors.
 pub fn gguf_tensors(
     dir: &Path,
@@ -305,163 +583,23 @@ pub fn gguf_tensors(
     let mut c = Converter {
         dir,
         st,
+        arch: cfg.gguf_arch().unwrap_or(""),
+        n: Dims::of(cfg),
         out: Vec::new(),
         used: Vec::new(),
     };
-    let arch = cfg.gguf_arch().unwrap_or("");
-    let gpt_oss = arch == "gpt-oss";
-    let d = cfg.hidden_size as usize;
-    let heads = cfg.num_attention_heads as usize;
-    let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
-    let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
-    let (q, kv) = (heads * hd, kv_heads * hd);
-    let f = cfg.intermediate_size as usize;
-    let vocab = cfg.vocab_size as usize;
-
-    c.direct(
-        "model.embed_tokens.weight",
-        "token_embd.weight",
-        &[vocab, d],
-    )?;
-    c.direct("model.norm.weight", "output_norm.weight", &[d])?;
-    // No lm_head (or a config that ties them): the output is the embedding.
-    if !cfg.tie_word_embeddings && st.get("lm_head.weight").is_some() {
-        c.direct("lm_head.weight", "output.weight", &[vocab, d])?;
-    }
-    if let Some(freqs) = cfg.llama3_rope_freqs() {
-        let bytes = bytemuck::cast_slice(&freqs).to_vec();
-        let dims = vec![freqs.len() as u64];
-        let data = TensorData::Owned(bytes);
-        c.out
-            .push(("rope_freqs.weight".into(), dims, GgmlType::F32, data));
-    }
+    c.outside_layers(cfg)?;
     for l in 0..cfg.num_hidden_layers as usize {
-        let p = format!("model.layers.{l}.");
-        let g = |s: &str| format!("blk.{l}.{s}");
-        let has = |name: &str| st.get(&format!("{p}{name}")).is_some();
-        c.direct(
-            &format!("{p}input_layernorm.weight"),
-            &g("attn_norm.weight"),
-            &[d],
-        )?;
-        c.direct(
-            &format!("{p}post_attention_layernorm.weight"),
-            &g(if gpt_oss {
-                "post_attention_norm.weight"
-            } else {
-                "ffn_norm.weight"
-            }),
-            &[d],
-        )?;
-        for (hf, gg, rows, n_head) in [
-            ("q_proj", "attn_q", q, heads),
-            ("k_proj", "attn_k", kv, kv_heads),
-            ("v_proj", "attn_v", kv, 0),
-        ] {
-            let (w, b) = (
-                format!("{p}self_attn.{hf}.weight"),
-                format!("{p}self_attn.{hf}.bias"),
-            );
-            let (gw, gb) = (g(&format!("{gg}.weight")), g(&format!("{gg}.bias")));
-            let biased = gpt_oss || has(&format!("self_attn.{hf}.bias"));
-            // llama's RoPE pairs are interleaved in GGUF: permute q and k.
-            if arch == "llama" && n_head > 0 {
-                c.permuted(&w, &gw, n_head, &[rows, d])?;
-                if biased {
-                    c.permuted(&b, &gb, n_head, &[rows])?;
-                }
-            } else {
-                c.direct(&w, &gw, &[rows, d])?;
-                if biased {
-                    c.direct(&b, &gb, &[rows])?;
-                }
-            }
-        }
-        c.direct(
-            &format!("{p}self_attn.o_proj.weight"),
-            &g("attn_output.weight"),
-            &[d, q],
-        )?;
-        if gpt_oss || has("self_attn.o_proj.bias") {
-            c.direct(
-                &format!("{p}self_attn.o_proj.bias"),
-                &g("attn_output.bias"),
-                &[d],
-            )?;
-        }
-        if arch == "qwen3" {
-            c.direct(
-                &format!("{p}self_attn.q_norm.weight"),
-                &g("attn_q_norm.weight"),
-                &[hd],
-            )?;
-            c.direct(
-                &format!("{p}self_attn.k_norm.weight"),
-                &g("attn_k_norm.weight"),
-                &[hd],
-            )?;
-        }
-        if !gpt_oss {
-            for (hf, gg, shape) in [
-                ("gate_proj", "ffn_gate", [f, d]),
-                ("up_proj", "ffn_up", [f, d]),
-                ("down_proj", "ffn_down", [d, f]),
-            ] {
-                c.direct(
-                    &format!("{p}mlp.{hf}.weight"),
-                    &g(&format!("{gg}.weight")),
-                    &shape,
-                )?;
-            }
-            continue;
-        }
-        let e = cfg.num_local_experts.unwrap_or(0) as usize;
-        c.direct(
-            &format!("{p}self_attn.sinks"),
-            &g("attn_sinks.weight"),
-            &[heads],
-        )?;
-        c.direct(
-            &format!("{p}mlp.router.weight"),
-            &g("ffn_gate_inp.weight"),
-            &[e, d],
-        )?;
-        c.direct(
-            &format!("{p}mlp.router.bias"),
-            &g("ffn_gate_inp.bias"),
-            &[e],
-        )?;
-
-        let x = format!("{p}mlp.experts.");
-        if st.get(&format!("{x}gate_up_proj_blocks")).is_some() {
-            let gate_up = [g("ffn_gate_exps.weight"), g("ffn_up_exps.weight")];
-            c.mxfp4_stacks(&format!("{x}gate_up_proj"), e, 2 * f, d, &gate_up)?;
-            let down = [g("ffn_down_exps.weight")];
-            c.mxfp4_stacks(&format!("{x}down_proj"), e, d, f, &down)?;
+        let layer = Layer::new(l);
+        c.norms(&layer)?;
+        c.attention(&layer)?;
+        if c.gpt_oss() {
+            c.experts(&layer)?;
         } else {
-            c.float_experts(&x, l, e, d, f)?;
+            c.dense_ffn(&layer)?;
         }
-        c.split_bias(&format!("{x}gate_up_proj_bias"), l, e, f)?;
-        c.direct(
-            &format!("{x}down_proj_bias"),
-            &g("ffn_down_exps.bias"),
-            &[e, d],
-        )?;
     }
-    // A tensor nobody reads is a sign of a model this code does not know.
-    let mut unused: Vec<&str> = st
-        .names()
-        .filter(|n| !c.used.iter().any(|u| u == n))
-        .collect();
-    if !unused.is_empty() {
-        unused.sort_unstable();
-        tracing::warn!(
-            "{}: {} tensors are not used, e.g. {:?}",
-            dir.display(),
-            unused.len(),
-            &unused[..unused.len().min(4)]
-        );
-    }
+    c.warn_unused();
     Ok(c.out)
 }
 
@@ -469,14 +607,16 @@ pub fn gguf_tensors(
 /// everywhere but the experts, which are MXFP4 `*_blocks`/`*_scales`), by
 /// HF name, dtype and shape: a memory plan from `config.json` alone.
 pub fn checkpoint_layout(cfg: &HfConfig) -> Vec<(String, Dtype, Vec<usize>)> {
-    let d = cfg.hidden_size as usize;
-    let heads = cfg.num_attention_heads as usize;
-    let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) as usize;
-    let hd = cfg.head_dim.map_or(d / heads.max(1), |v| v as usize);
-    let (q, kv) = (heads * hd, kv_heads * hd);
-    let e = cfg.num_local_experts.unwrap_or(0) as usize;
-    let f = cfg.intermediate_size as usize;
-    let vocab = cfg.vocab_size as usize;
+    let Dims {
+        d,
+        heads,
+        q,
+        kv,
+        f,
+        vocab,
+        e,
+        ..
+    } = Dims::of(cfg);
     let bf = |name: String, shape: Vec<usize>| (name, Dtype::BF16, shape);
     let u8s = |name: String, shape: Vec<usize>| (name, Dtype::U8, shape);
     let mut v = vec![

@@ -50,6 +50,17 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The architecture a GGUF's `general.architecture` names, if supported.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "gpt-oss" => Arch::GptOss,
+            _ => return None,
+        })
+    }
+
     pub fn gguf_name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
@@ -130,18 +141,10 @@ impl ModelSpec {
         let path_buf = path.to_path_buf();
         let path = path.display().to_string();
         let arch_name = m.architecture()?;
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            "qwen3" => Arch::Qwen3,
-            "gpt-oss" => Arch::GptOss,
-            other => {
-                return Err(ModelError::UnsupportedArch {
-                    path,
-                    arch: other.to_string(),
-                })
-            }
-        };
+        let arch = Arch::from_gguf_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch {
+            path: path.clone(),
+            arch: arch_name.to_string(),
+        })?;
         let k = |s: &str| format!("{arch_name}.{s}");
         let n_layers = m.u32(&k("block_count"))? as usize;
         let d_model = m.u32(&k("embedding_length"))? as usize;
@@ -156,57 +159,11 @@ impl ModelSpec {
         let ffn_dim = m.u32(&k("feed_forward_length"))? as usize;
         let context_length = m.u32(&k("context_length"))? as usize;
         let rms_eps = m.f32(&k("attention.layer_norm_rms_epsilon"))?;
-        let rope_freq_base = m.opt_f32(&k("rope.freq_base"))?.unwrap_or(10_000.0);
-        let rope_n_rot = m
-            .opt_u32(&k("rope.dimension_count"))?
-            .map_or(head_dim, |v| v as usize);
-        let scaling = m.opt_str(&k("rope.scaling.type"))?.unwrap_or("none");
-        let factor = m.opt_f32(&k("rope.scaling.factor"))?.unwrap_or(1.0);
-        let rope_freq_scale = match scaling {
-            "none" => 1.0,
-            "linear" | "yarn" if factor > 0.0 => 1.0 / factor,
-            other => {
-                return Err(ModelError::Invalid {
-                    path,
-                    message: format!("rope scaling {other:?} (factor {factor}) is not supported"),
-                })
-            }
-        };
-        let yarn = if scaling == "yarn" {
-            let original_context = m
-                .opt_u32(&k("rope.scaling.original_context_length"))?
-                .unwrap_or(0);
-            if original_context == 0 {
-                return Err(ModelError::Invalid {
-                    path,
-                    message: format!(
-                        "YaRN rope scaling needs {arch_name}.rope.scaling.original_context_length > 0"
-                    ),
-                });
-            }
-            Some(YarnSpec {
-                factor,
-                original_context,
-            })
-        } else {
-            None
-        };
+        let rope = RopeKeys::read(m, arch_name, head_dim, &path)?;
         let expert_ffn_dim = m
             .opt_u32(&k("expert_feed_forward_length"))?
             .map_or(ffn_dim, |v| v as usize);
-        let embd = find("token_embd.weight").ok_or_else(|| GgufError::MissingTensor {
-            path: path_buf.clone(),
-            tensor: "token_embd.weight".into(),
-        })?;
-        let vocab_size = embd.n_rows();
-        if embd.row_len() != d_model {
-            return Err(ModelError::BadShape {
-                path,
-                tensor: embd.name.clone(),
-                found: embd.dims.clone(),
-                expected: vec![d_model as u64, vocab_size as u64],
-            });
-        }
+        let vocab_size = vocab_size(&path_buf, tensors, d_model)?;
         let spec = ModelSpec {
             arch,
             name: m.opt_str("general.name")?.unwrap_or(arch_name).to_string(),
@@ -223,9 +180,9 @@ impl ModelSpec {
                 Arch::Llama => RopeMode::Interleaved,
                 Arch::Qwen2 | Arch::Qwen3 | Arch::GptOss => RopeMode::Neox,
             },
-            rope_freq_base,
-            rope_freq_scale,
-            rope_n_rot,
+            rope_freq_base: rope.freq_base,
+            rope_freq_scale: rope.freq_scale,
+            rope_n_rot: rope.n_rot,
             tied_output: find("output.weight").is_none(),
             qkv_bias: find("blk.0.attn_q.bias").is_some(),
             qk_norm: find("blk.0.attn_q_norm.weight").is_some(),
@@ -233,7 +190,7 @@ impl ModelSpec {
             n_experts_used: m.opt_u32(&k("expert_used_count"))?.unwrap_or(0) as usize,
             sliding_window: m.opt_u32(&k("attention.sliding_window"))?.unwrap_or(0) as usize,
             expert_ffn_dim,
-            yarn,
+            yarn: rope.yarn,
         };
         spec.check(&path)?;
         Ok(spec)
@@ -317,5 +274,92 @@ impl ModelSpec {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+}
+
+/// The vocabulary size: the rows of `token_embd.weight`, whose rows must be
+/// `d_model` wide.
+fn vocab_size(
+    path: &std::path::Path,
+    tensors: &[TensorInfo],
+    d_model: usize,
+) -> Result<usize, ModelError> {
+    let embd = tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .ok_or_else(|| GgufError::MissingTensor {
+            path: path.to_path_buf(),
+            tensor: "token_embd.weight".into(),
+        })?;
+    let vocab_size = embd.n_rows();
+    if embd.row_len() != d_model {
+        return Err(ModelError::BadShape {
+            path: path.display().to_string(),
+            tensor: embd.name.clone(),
+            found: embd.dims.clone(),
+            expected: vec![d_model as u64, vocab_size as u64],
+        });
+    }
+    Ok(vocab_size)
+}
+
+/// The RoPE keys of a GGUF (`{arch}.rope.*`): base, rotated dimensions,
+/// and linear or YaRN scaling.
+struct RopeKeys {
+    freq_base: f32,
+    freq_scale: f32,
+    n_rot: usize,
+    yarn: Option<YarnSpec>,
+}
+
+impl RopeKeys {
+    fn read(
+        m: &crate::gguf::metadata::Metadata,
+        arch_name: &str,
+        head_dim: usize,
+        path: &str,
+    ) -> Result<Self, ModelError> {
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let freq_base = m.opt_f32(&k("rope.freq_base"))?.unwrap_or(10_000.0);
+        let n_rot = m
+            .opt_u32(&k("rope.dimension_count"))?
+            .map_or(head_dim, |v| v as usize);
+        let scaling = m.opt_str(&k("rope.scaling.type"))?.unwrap_or("none");
+        let factor = m.opt_f32(&k("rope.scaling.factor"))?.unwrap_or(1.0);
+        let freq_scale = match scaling {
+            "none" => 1.0,
+            "linear" | "yarn" if factor > 0.0 => 1.0 / factor,
+            other => {
+                return Err(ModelError::Invalid {
+                    path: path.to_string(),
+                    message: format!("rope scaling {other:?} (factor {factor}) is not supported"),
+                })
+            }
+        };
+        let yarn = if scaling == "yarn" {
+            let original_context = m
+                .opt_u32(&k("rope.scaling.original_context_length"))?
+                .unwrap_or(0);
+            if original_context == 0 {
+                return Err(ModelError::Invalid {
+                    path: path.to_string(),
+                    message: format!(
+                        "YaRN rope scaling needs {arch_name}.rope.scaling.original_context_length > 0"
+                    ),
+                });
+            }
+            Some(YarnSpec {
+                factor,
+                original_context,
+            })
+        } else {
+            None
+        };
+        Ok(RopeKeys {
+            freq_base,
+            freq_scale,
+            n_rot,
+            yarn,
+        })
     }
 }
