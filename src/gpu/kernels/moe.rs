@@ -19,10 +19,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
-// Absolute paths: this file is compiled from `crate::model::shard` until
-// `src/gpu/kernels/mod.rs` declares it.
-use crate::gpu::kernels::{entry, grid_2d};
 use crate::gpu::weights::{has_scales, splice_dequant, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};
 
