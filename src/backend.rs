@@ -13,7 +13,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::model::sampling::SamplingParams;
+use crate::sampling::SamplingParams;
 use crate::scheduler::{FinishReason, TokenLogprobs, Usage};
 use crate::tokenizer::{ChatMessage, ReasoningEffort};
 

@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
+use wgserve::engine::Engine;
 use wgserve::gpu::AdapterChoice;
-use wgserve::model::sampling::SamplingParams;
+use wgserve::loader::{EngineConfig, DEFAULT_MODEL};
+use wgserve::sampling::SamplingParams;
 use wgserve::scheduler::{SeqEvent, SeqRequest};
-use wgserve::tokenizer::{ChatMessage, IncrementalDecoder};
+use wgserve::tokenizer::{ChatMessage, IncrementalDecoder, Tokenizer};
 
 #[derive(Parser)]
 #[command(
@@ -155,12 +156,12 @@ fn main() -> Result<()> {
 }
 
 fn info(model: PathBuf) -> Result<()> {
-    let file = wgserve::engine::open_weights(&model)
+    let file = wgserve::loader::open_weights(&model)
         .with_context(|| format!("reading {}", model.display()))?;
     let spec = wgserve::model::spec::ModelSpec::from_gguf(&file)?;
     println!("{spec:#?}");
     // Some models (test models) carry no tokenizer; say so rather than fail.
-    match wgserve::engine::open_tokenizer(&model, &file) {
+    match wgserve::loader::open_tokenizer(&model, &file) {
         Ok(Some(tok)) => println!("tokenizer: {}", tok.description()),
         Ok(None) => println!("tokenizer: none (the model takes token ids only)"),
         Err(e) => println!("tokenizer: none usable ({e})"),
@@ -176,7 +177,7 @@ fn info(model: PathBuf) -> Result<()> {
 
 fn plan(a: PlanArgs) -> Result<()> {
     use wgserve::model::plan::{plan, PlanRequest};
-    let (metadata, tensors) = wgserve::engine::model_layout(&a.model)
+    let (metadata, tensors) = wgserve::loader::model_layout(&a.model)
         .with_context(|| format!("reading {}", a.model.display()))?;
     let spec = wgserve::model::spec::ModelSpec::from_directory(&a.model, &metadata, &tensors)?;
     if a.devices == 0 || a.device_memory_gib <= 0.0 {
@@ -295,9 +296,34 @@ fn generate(a: GenerateArgs) -> Result<()> {
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = stream_tokens(&mut engine, tokenizer, !a.json)?;
+    report(&prompt, &out, a.json, &engine.adapter());
+    Ok(())
+}
+
+/// What `generate` produced, and how fast.
+struct Generated {
+    ids: Vec<u32>,
+    /// The whole text, `tail` included.
+    text: String,
+    /// Text the decoder held back until the end (not yet printed).
+    tail: String,
+    /// From the first step to the first token.
+    prefill_s: f64,
+    /// From the first token to the last.
+    decode_s: f64,
+}
+
+/// Steps the engine until its one sequence is done, printing each piece of
+/// text as it is decoded when `print` is set.
+fn stream_tokens(
+    engine: &mut Engine,
+    tokenizer: Option<&Tokenizer>,
+    print: bool,
+) -> Result<Generated> {
     let mut decoder = IncrementalDecoder::new(true);
-    let mut out_ids = Vec::new();
-    let mut text_out = String::new();
+    let mut ids = Vec::new();
+    let mut text = String::new();
     let t0 = Instant::now();
     let mut t_first = None;
     let stdout = std::io::stdout();
@@ -305,49 +331,57 @@ fn generate(a: GenerateArgs) -> Result<()> {
         for ev in engine.step()? {
             if let SeqEvent::Token { token, .. } = ev {
                 t_first.get_or_insert_with(Instant::now);
-                out_ids.push(token);
+                ids.push(token);
                 let piece = match tokenizer {
                     Some(tok) => decoder.push(tok, token)?,
                     None => String::new(),
                 };
-                if !a.json {
+                if print {
                     let mut lock = stdout.lock();
                     let _ = lock.write_all(piece.as_bytes());
                     let _ = lock.flush();
                 }
-                text_out.push_str(&piece);
+                text.push_str(&piece);
             }
         }
     }
     let tail = decoder.finish();
-    text_out.push_str(&tail);
+    text.push_str(&tail);
     let t_end = Instant::now();
     let t_first = t_first.unwrap_or(t_end);
-    let prefill_s = (t_first - t0).as_secs_f64();
-    let decode_s = (t_end - t_first).as_secs_f64();
-    let prefill_tps = prompt.len() as f64 / prefill_s.max(1e-9);
-    let decode_tps = out_ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
-    if a.json {
+    Ok(Generated {
+        ids,
+        text,
+        tail,
+        prefill_s: (t_first - t0).as_secs_f64(),
+        decode_s: (t_end - t_first).as_secs_f64(),
+    })
+}
+
+/// Prints the result: one JSON object, or the rest of the text and the
+/// speeds on stderr.
+fn report(prompt: &[u32], out: &Generated, json: bool, adapter: &str) {
+    let prefill_tps = prompt.len() as f64 / out.prefill_s.max(1e-9);
+    let decode_tps = out.ids.len().saturating_sub(1) as f64 / out.decode_s.max(1e-9);
+    if json {
         let obj = serde_json::json!({
             "prompt_token_ids": prompt,
-            "token_ids": out_ids,
-            "text": text_out,
+            "token_ids": out.ids,
+            "text": out.text,
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
-            "adapter": engine.adapter(),
+            "adapter": adapter,
         });
         println!("{obj}");
     } else {
-        print!("{tail}");
+        print!("{}", out.tail);
         println!();
         eprintln!(
-            "prompt: {} tokens, {:.1} tok/s; decode: {} tokens, {:.2} tok/s ({})",
+            "prompt: {} tokens, {:.1} tok/s; decode: {} tokens, {:.2} tok/s ({adapter})",
             prompt.len(),
             prefill_tps,
-            out_ids.len(),
+            out.ids.len(),
             decode_tps,
-            engine.adapter()
         );
     }
-    Ok(())
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use actix::{Actor, Handler, SyncContext};
 
+use super::error::TokenizeError;
 use super::messages::{Detokenize, Tokenize};
-use crate::backend::{BackendError, PromptInput};
+use crate::backend::PromptInput;
 use crate::tokenizer::{ChatFormat, ReasoningEffort, Tokenizer};
 
 pub struct TokenizerWorker {
@@ -38,14 +39,8 @@ impl TokenizerWorker {
     }
 
     /// The tokenizer, or the error a text prompt gets from a model without one.
-    fn tokenizer(&self) -> Result<&Tokenizer, BackendError> {
-        self.tokenizer.as_deref().ok_or_else(|| {
-            BackendError::InvalidRequest(
-                "this model has no tokenizer, so it takes token ids only: send the prompt \
-                 as an array of token ids (/v1/completions)"
-                    .into(),
-            )
-        })
+    fn tokenizer(&self) -> Result<&Tokenizer, TokenizeError> {
+        self.tokenizer.as_deref().ok_or(TokenizeError::NoTokenizer)
     }
 
     /// The token ids of `prompt`; with `check_context`, refuses a prompt
@@ -55,23 +50,18 @@ impl TokenizerWorker {
         prompt: &PromptInput,
         check_context: bool,
         reasoning_effort: Option<ReasoningEffort>,
-    ) -> Result<Vec<u32>, BackendError> {
+    ) -> Result<Vec<u32>, TokenizeError> {
         let ids = match prompt {
             PromptInput::Chat(messages) => {
                 let tok = self.tokenizer()?;
-                let text = self
-                    .chat_format
-                    .render(
-                        messages,
-                        true,
-                        tok.bos_token().unwrap_or(""),
-                        tok.eos_token().unwrap_or(""),
-                        reasoning_effort,
-                    )
-                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
-                let mut ids = tok
-                    .encode(&text, true)
-                    .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+                let text = self.chat_format.render(
+                    messages,
+                    true,
+                    tok.bos_token().unwrap_or(""),
+                    tok.eos_token().unwrap_or(""),
+                    reasoning_effort,
+                )?;
+                let mut ids = tok.encode(&text, true)?;
                 // A template that writes BOS itself, on a model whose encoder
                 // also adds one, would give two: the model never saw that.
                 if let Some(bos) = tok.bos_id() {
@@ -81,36 +71,27 @@ impl TokenizerWorker {
                 }
                 ids
             }
-            PromptInput::Text(text) => self
-                .tokenizer()?
-                .encode(text, true)
-                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?,
+            PromptInput::Text(text) => self.tokenizer()?.encode(text, true)?,
             PromptInput::Ids(ids) => {
                 let vocab = match &self.tokenizer {
                     Some(t) => t.vocab_size().min(self.vocab_size),
                     None => self.vocab_size,
                 };
-                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(BackendError::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary (ids must be below {vocab})"
-                    )));
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(TokenizeError::OutOfVocabulary { id, vocab });
                 }
                 ids.clone()
             }
         };
         if check_context {
             if ids.is_empty() {
-                return Err(BackendError::InvalidRequest(
-                    "the prompt is empty; send at least one token".into(),
-                ));
+                return Err(TokenizeError::EmptyPrompt);
             }
             if ids.len() >= self.max_model_len {
-                return Err(BackendError::InvalidRequest(format!(
-                    "the prompt has {} tokens but this model's context window is {} tokens \
-                     (the prompt and at least one generated token must fit); shorten the prompt",
-                    ids.len(),
-                    self.max_model_len
-                )));
+                return Err(TokenizeError::TooLong {
+                    tokens: ids.len(),
+                    max: self.max_model_len,
+                });
             }
         }
         Ok(ids)
@@ -122,7 +103,7 @@ impl Actor for TokenizerWorker {
 }
 
 impl Handler<Tokenize> for TokenizerWorker {
-    type Result = Result<Vec<u32>, BackendError>;
+    type Result = Result<Vec<u32>, TokenizeError>;
 
     fn handle(&mut self, msg: Tokenize, _: &mut SyncContext<Self>) -> Self::Result {
         self.encode(&msg.prompt, msg.check_context, msg.reasoning_effort)
@@ -130,11 +111,9 @@ impl Handler<Tokenize> for TokenizerWorker {
 }
 
 impl Handler<Detokenize> for TokenizerWorker {
-    type Result = Result<String, BackendError>;
+    type Result = Result<String, TokenizeError>;
 
     fn handle(&mut self, msg: Detokenize, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tokenizer()?
-            .decode(&msg.ids, false)
-            .map_err(|e| BackendError::InvalidRequest(e.to_string()))
+        Ok(self.tokenizer()?.decode(&msg.ids, false)?)
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::backend::{GenerateRequest, PromptInput};
-use crate::model::sampling::SamplingParams;
+use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatMessage;
 
 /// Most choices one request may ask for (`n`).
