@@ -63,9 +63,14 @@ pub enum AddError {
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     /// This step failed (a validation error, a bad batch) but the shard can
-    /// run the next one: the step's requests fail, serving goes on.
+    /// run the next one: the step's requests fail, serving goes on. (The
+    /// model's error is boxed: it is large, and the `Ok` side travels in
+    /// every step's answer.)
     #[error("{shard}: {source}")]
-    Step { shard: String, source: ModelError },
+    Step {
+        shard: String,
+        source: Box<ModelError>,
+    },
     /// The shard can run no more steps: the runtime has failed.
     #[error(transparent)]
     Fatal(#[from] FatalError),
@@ -152,7 +157,7 @@ mod tests {
         );
         let step = ChainError::Shard(StepError::Step {
             shard: "layers 0..2".into(),
-            source: ModelError::Batch(crate::step::BatchError::OutOfRange),
+            source: Box::new(ModelError::Batch(crate::step::BatchError::OutOfRange)),
         });
         assert_eq!(
             BackendError::from(&step),

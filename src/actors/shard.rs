@@ -95,7 +95,7 @@ impl<M: StepModel> ShardActor<M> {
             .into()),
             Ok(Err(source)) => Err(StepError::Step {
                 shard: shard(),
-                source,
+                source: Box::new(source),
             }),
             Err(payload) => Err(FatalError::Panicked {
                 shard: shard(),
@@ -226,7 +226,7 @@ mod tests {
             match step(&shard).await {
                 StepError::Step { shard, source } => {
                     assert_eq!(shard, "the failing shard");
-                    assert!(matches!(source, ModelError::Batch(_)), "{source}");
+                    assert!(matches!(*source, ModelError::Batch(_)), "{source}");
                 }
                 other => panic!("expected a step error, got {other}"),
             }
