@@ -16,8 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
-use wgserve::model::sampling::SamplingParams;
+use wgserve::engine::Engine;
+use wgserve::loader::{EngineConfig, DEFAULT_MODEL};
+use wgserve::sampling::SamplingParams;
 use wgserve::scheduler::{SeqEvent, SeqRequest};
 
 fn prompt(seed: u32, len: usize, vocab: u32) -> Vec<u32> {
@@ -163,7 +164,7 @@ fn runtime_load(model: &str) {
         enable_prefix_caching: false,
         ..Default::default()
     };
-    let loaded = wgserve::engine::load(&cfg).expect("load the model");
+    let loaded = wgserve::loader::load(&cfg).expect("load the model");
     let vocab = loaded.spec.vocab_size as u32;
     actix_rt::System::new().block_on(async move {
         let rt = Runtime::start(loaded, RuntimeOptions::default());

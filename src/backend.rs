@@ -17,7 +17,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use crate::model::sampling::SamplingParams;
+pub use crate::sampling::SamplingParams;
 pub use crate::scheduler::{FinishReason, Usage};
 pub use crate::tokenizer::{ChatMessage, ReasoningEffort};
 

@@ -9,9 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use wgserve::engine::{Engine, EngineConfig, DEFAULT_MODEL};
+use wgserve::engine::Engine;
 use wgserve::gpu::AdapterChoice;
-use wgserve::model::sampling::SamplingParams;
+use wgserve::loader::{EngineConfig, DEFAULT_MODEL};
+use wgserve::sampling::SamplingParams;
 use wgserve::scheduler::{SeqEvent, SeqRequest};
 use wgserve::tokenizer::{
     ChatMessage, IncrementalDecoder, Prompt, PromptEncoder, PromptError, Tokenizer,
@@ -157,12 +158,12 @@ fn main() -> Result<()> {
 }
 
 fn info(model: PathBuf) -> Result<()> {
-    let file = wgserve::engine::open_weights(&model)
+    let file = wgserve::loader::open_weights(&model)
         .with_context(|| format!("reading {}", model.display()))?;
     let spec = wgserve::model::spec::ModelSpec::from_gguf(&file)?;
     println!("{spec:#?}");
     // Some models (test models) carry no tokenizer; say so rather than fail.
-    match wgserve::engine::open_tokenizer(&model, &file) {
+    match wgserve::loader::open_tokenizer(&model, &file) {
         Ok(Some(tok)) => println!("tokenizer: {}", tok.description()),
         Ok(None) => println!("tokenizer: none (the model takes token ids only)"),
         Err(e) => println!("tokenizer: none usable ({e})"),
@@ -178,7 +179,7 @@ fn info(model: PathBuf) -> Result<()> {
 
 fn plan(a: PlanArgs) -> Result<()> {
     use wgserve::model::plan::{plan, PlanRequest};
-    let (metadata, tensors) = wgserve::engine::model_layout(&a.model)
+    let (metadata, tensors) = wgserve::loader::model_layout(&a.model)
         .with_context(|| format!("reading {}", a.model.display()))?;
     let spec = wgserve::model::spec::ModelSpec::from_directory(&a.model, &metadata, &tensors)?;
     if a.devices == 0 || a.device_memory_gib <= 0.0 {

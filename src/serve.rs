@@ -18,8 +18,8 @@ use crate::backend::{
     Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
-use crate::engine::{self, EngineConfig};
 use crate::gpu::AdapterChoice;
+use crate::loader::EngineConfig;
 
 /// The engine settings a server config asks for.
 pub fn engine_config(c: &ServerConfig) -> EngineConfig {
@@ -178,7 +178,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let failed_in_loader = failed.clone();
     let model_path = config.model.display().to_string();
     actix_rt::spawn(async move {
-        let loaded = actix_rt::task::spawn_blocking(move || engine::load(&engine_cfg)).await;
+        let loaded = actix_rt::task::spawn_blocking(move || crate::loader::load(&engine_cfg)).await;
         match loaded {
             Ok(Ok(model)) => {
                 let i = &model.info;

@@ -27,7 +27,7 @@ use wgserve::gguf::writer::GgufWriter;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn default_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(wgserve::engine::DEFAULT_MODEL)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(wgserve::loader::DEFAULT_MODEL)
 }
 
 fn start(model: &Path, log_name: &str) -> ServerProcess {

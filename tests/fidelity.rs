@@ -15,9 +15,11 @@ mod reference;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wgserve::engine::{Engine, EngineConfig};
-use wgserve::model::sampling::{log_softmax, SamplingParams};
-use wgserve::scheduler::{BatchInput, SampleRow, SeqEvent, SeqRequest};
+use wgserve::engine::Engine;
+use wgserve::loader::EngineConfig;
+use wgserve::sampling::{log_softmax, SamplingParams};
+use wgserve::scheduler::{SeqEvent, SeqRequest};
+use wgserve::step::{BatchInput, SampleRow};
 
 const MARGIN: f64 = 0.05;
 
@@ -82,7 +84,7 @@ fn engine() -> Engine {
 
 /// The default model split over `shards` devices opened on the same adapter.
 fn engine_on(shards: usize) -> Engine {
-    let model = root().join(wgserve::engine::DEFAULT_MODEL);
+    let model = root().join(wgserve::loader::DEFAULT_MODEL);
     assert!(
         model.exists(),
         "{} missing: run scripts/setup",

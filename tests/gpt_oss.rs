@@ -5,7 +5,7 @@
 //! its greedy continuation exactly, and the same logits decoding one token
 //! at a time as in one pass; the HuggingFace directory forms (float and the
 //! MXFP4 checkpoint) must do the same. The models carry no tokenizer, so they
-//! are loaded with `engine::load_shards` and fed token ids.
+//! are loaded with `loader::load_shards` and fed token ids.
 
 mod common;
 #[path = "common/reference.rs"]
@@ -14,12 +14,14 @@ mod reference;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wgserve::engine::{load_shards, run_shards, EngineConfig, LoadedShards};
 use wgserve::gguf::reader::GgufFile;
 use wgserve::kv::BlockPool;
-use wgserve::model::sampling::SamplingParams;
+use wgserve::loader::{load_shards, EngineConfig, LoadedShards};
+use wgserve::model::chain::run_shards;
 use wgserve::model::spec::{Arch, ModelSpec, YarnSpec};
-use wgserve::scheduler::{BatchInput, SampleRow, Scheduler, SeqEvent, SeqRequest};
+use wgserve::sampling::SamplingParams;
+use wgserve::scheduler::{Scheduler, SeqEvent, SeqRequest};
+use wgserve::step::{BatchInput, SampleRow};
 
 const TOL: f32 = 1e-4;
 
@@ -374,7 +376,7 @@ fn cli_generate_prompt_ids_gives_transformers_greedy() {
 /// weights per shard equal the bytes the shards really hold.
 #[test]
 fn memory_plan_weights_equal_what_loads() {
-    use wgserve::engine::model_layout;
+    use wgserve::loader::model_layout;
     use wgserve::model::plan::{plan, PlanRequest};
     for model in ["tiny-mxfp4exact.gguf", "hf-mxfp4-checkpoint"] {
         let path = reference_dir().join(model);
@@ -408,7 +410,7 @@ fn memory_plan_weights_equal_what_loads() {
 /// full 131072-token context fit.
 #[test]
 fn memory_plan_for_gpt_oss_20b_on_two_24gb_cards() {
-    use wgserve::engine::model_layout;
+    use wgserve::loader::model_layout;
     use wgserve::model::plan::{plan, PlanRequest};
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/gpt-oss-20b");
     let (meta, tensors) = model_layout(&path).expect("plan from config.json alone");
@@ -514,7 +516,7 @@ fn declared_eos_stops_a_model_without_tokenizer() {
         serde_json::json!({"eos_token_id": [want[2], 511]}).to_string(),
     )
     .unwrap();
-    assert_eq!(wgserve::engine::declared_eos_ids(&dir), [want[2], 511]);
+    assert_eq!(wgserve::loader::declared_eos_ids(&dir), [want[2], 511]);
     let prompt: Vec<String> = ids(&g["prompt_ids"]).iter().map(u32::to_string).collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgserve"))
         .args(["generate", "--model"])
@@ -542,8 +544,8 @@ fn declared_eos_stops_a_model_without_tokenizer() {
 /// fixed fallback applies instead of taking most of the host's memory).
 #[test]
 fn kv_budget_explicit_or_from_device_memory() {
-    use wgserve::engine::kv_budget;
     use wgserve::gpu::{AdapterChoice, GpuContext};
+    use wgserve::loader::kv_budget;
     let ctx = GpuContext::new(&AdapterChoice::Auto).unwrap();
     let mem = ctx
         .caps

@@ -27,10 +27,10 @@ use wgserve::actors::{Runtime, RuntimeOptions};
 use wgserve::backend::{
     Backend, BackendError, Event, GenerateRequest, MetricsSnapshot, PromptInput,
 };
-use wgserve::engine::{load, open_model, EngineConfig, DEFAULT_MODEL};
 use wgserve::gpu::{AdapterChoice, GpuContext};
+use wgserve::loader::{load, open_model, EngineConfig, DEFAULT_MODEL};
 use wgserve::model::kv_cache::layout_for;
-use wgserve::model::sampling::SamplingParams;
+use wgserve::sampling::SamplingParams;
 use wgserve::scheduler::{FinishReason, Usage};
 use wgserve::tokenizer::Tokenizer;
 

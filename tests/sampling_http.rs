@@ -34,7 +34,7 @@ fn server() -> SocketAddr {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let args = [
                 "--model".to_string(),
-                dir.join(wgserve::engine::DEFAULT_MODEL)
+                dir.join(wgserve::loader::DEFAULT_MODEL)
                     .display()
                     .to_string(),
                 "--web-dir".into(),

@@ -48,7 +48,7 @@ fn server() -> &'static Shared {
             let dir = manifest_dir();
             let args = [
                 "--model".to_string(),
-                dir.join(wgserve::engine::DEFAULT_MODEL)
+                dir.join(wgserve::loader::DEFAULT_MODEL)
                     .display()
                     .to_string(),
                 "--web-dir".into(),

@@ -107,7 +107,7 @@ fn shard_actor_ranges(log: &str) -> Vec<String> {
 fn two_shard_server_answers_bitwise_as_one_shard() {
     let dir = manifest_dir();
     let model = dir
-        .join(wgserve::engine::DEFAULT_MODEL)
+        .join(wgserve::loader::DEFAULT_MODEL)
         .display()
         .to_string();
     let one = [

@@ -10,12 +10,13 @@
 //! the GGUF's logits.
 
 use rand::{Rng, SeedableRng};
-use wgserve::engine::{Engine, EngineConfig};
+use wgserve::engine::Engine;
 use wgserve::gguf::metadata::MetaValue;
 use wgserve::gguf::reader::GgufFile;
 use wgserve::gguf::writer::GgufWriter;
 use wgserve::gguf::{quant, GgmlType};
-use wgserve::scheduler::{BatchInput, SampleRow};
+use wgserve::loader::EngineConfig;
+use wgserve::step::{BatchInput, SampleRow};
 
 const D: usize = 256;
 const HEADS: usize = 4;

@@ -1,7 +1,9 @@
 //! The messages the actors exchange, in one place so each actor's file shows
 //! only its state and behaviour. Every message is plain owned data (ids,
 //! token vectors, channel senders, an `Arc` of an immutable batch): nothing
-//! here gives one actor a handle into another's state.
+//! here gives one actor a handle into another's state. Every answer that
+//! can fail carries a typed error (`error.rs`); only `Submit`, the API's
+//! own door, and `Fail`, bound for a client, carry a `BackendError`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,11 +11,13 @@ use std::time::Instant;
 use actix::Message;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::error::{AddError, StepError, TokenizeError};
 use crate::backend::{
     BackendError, Event, GenerateRequest, MetricsSnapshot, PromptInput, RequestId,
 };
 use crate::model::shard::{ShardInput, ShardOutput};
-use crate::scheduler::{BatchInput, SeqEvent, SeqId};
+use crate::scheduler::{SeqEvent, SeqId, SeqRequest};
+use crate::step::BatchInput;
 
 /// Intake: queue the generation requests of one API call (its choices),
 /// all or none. Resolves once the scheduler accepted (or refused) them.
@@ -33,7 +37,7 @@ pub struct WaitingChanged {
 
 /// Tokenizer pool: the token ids of a prompt.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<u32>, BackendError>")]
+#[rtype(result = "Result<Vec<u32>, TokenizeError>")]
 pub struct Tokenize {
     pub prompt: PromptInput,
     /// Reject a prompt that leaves no room in the context window (for
@@ -45,7 +49,7 @@ pub struct Tokenize {
 
 /// Tokenizer pool: the text of token ids (special tokens included).
 #[derive(Message)]
-#[rtype(result = "Result<String, BackendError>")]
+#[rtype(result = "Result<String, TokenizeError>")]
 pub struct Detokenize {
     pub ids: Vec<u32>,
 }
@@ -64,20 +68,22 @@ pub struct OutputSpec {
 
 /// Intake to Scheduler: the tokenized requests of one API call. All are
 /// added, or, when one could never run (longer than the context, bigger
-/// than the whole cache: `InvalidRequest`) or the runtime has failed
-/// (`Unavailable`), none is and the reason comes back.
+/// than the whole cache) or the runtime has failed, none is and the reason
+/// comes back.
 #[derive(Message)]
-#[rtype(result = "Result<(), BackendError>")]
+#[rtype(result = "Result<(), AddError>")]
 pub struct AddSequences {
     pub seqs: Vec<NewSequence>,
 }
 
-/// One tokenized request of an [`AddSequences`].
+/// One request of an [`AddSequences`], as Intake split it: the Scheduler's
+/// part (`request`) and the output side's (`output`, which the Scheduler
+/// passes on in [`Register`] and watches only for a closed channel). The
+/// chat messages it came from stayed with the tokenizer.
 pub struct NewSequence {
     pub id: SeqId,
-    pub prompt: Vec<u32>,
-    /// Sampling, limits and stop conditions (its prompt, tokenized, is `prompt`).
-    pub request: GenerateRequest,
+    /// Prompt ids, sampling, limits and stop ids.
+    pub request: SeqRequest,
     pub output: OutputSpec,
     /// When Intake received the request (time to first token counts from here).
     pub received: Instant,
@@ -109,19 +115,6 @@ pub struct GetMetrics;
 pub struct RunStep {
     pub batch: Arc<BatchInput>,
     pub input: ShardInput,
-}
-
-/// Why a step did not come back.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StepError {
-    /// This step failed (a validation error, a bad batch) but the shard can
-    /// run the next one: the step's requests fail, serving goes on.
-    #[error("{0}")]
-    Step(String),
-    /// The shard can run no more steps (it panicked, its device was lost,
-    /// its actor is gone): the runtime has failed.
-    #[error("{0}")]
-    Fatal(String),
 }
 
 /// Scheduler to Detokenizer: a sequence was accepted; where its events go.

@@ -14,19 +14,20 @@
 use std::sync::Arc;
 
 use super::detokenizer::Detokenizer;
+use super::error::Unavailable;
 use super::fault::Fault;
 use super::health::Health;
-use super::intake::Intake;
+use super::intake::{Intake, SplitRules};
 use super::messages::{Cancel, Detokenize, GetMetrics, RunStep, Submit, Tokenize};
-use super::scheduler::{failed_unavailable, SchedulerActor};
+use super::scheduler::SchedulerActor;
 use super::shard::ShardActor;
 use super::tokenizer::TokenizerWorker;
 use crate::backend::{
     Accepted, Backend, BackendError, BoxFuture, GenerateRequest, MetricsSnapshot, ModelCard,
     PromptInput, RequestId,
 };
-use crate::engine::LoadedModel;
 use crate::kv::BlockPool;
+use crate::loader::LoadedModel;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::{ChatFormat, Tokenizer};
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient, SyncArbiter};
@@ -176,7 +177,6 @@ impl Runtime {
         let health = Health::default();
         let scheduler = scheduler_ctx.run(SchedulerActor::new(
             core,
-            stop_ids,
             parts.shards,
             detok,
             intake_ctx.address().downgrade().recipient(),
@@ -187,7 +187,11 @@ impl Runtime {
             tokenizer_pool.clone(),
             scheduler.clone().recipient(),
             opts.max_queue,
-            reasoning,
+            SplitRules {
+                stop_ids,
+                max_model_len,
+                reasoning,
+            },
         ));
         tracing::info!(
             "runtime started: model {}, context {} tokens, {} blocks of {}",
@@ -222,7 +226,7 @@ impl Drop for Runtime {
 }
 
 fn gone() -> BackendError {
-    BackendError::Unavailable("the runtime is shutting down".into())
+    Unavailable::ShuttingDown.into()
 }
 
 impl Backend for Runtime {
@@ -231,7 +235,7 @@ impl Backend for Runtime {
         requests: Vec<GenerateRequest>,
     ) -> BoxFuture<'_, Result<Vec<Accepted>, BackendError>> {
         if let Some(reason) = self.health.failure() {
-            return Box::pin(async move { Err(failed_unavailable(&reason)) });
+            return Box::pin(async move { Err(Unavailable::Failed(reason).into()) });
         }
         let sent = self.intake.send(Submit { requests });
         Box::pin(async move { sent.await.map_err(|_| gone())? })
@@ -250,12 +254,12 @@ impl Backend for Runtime {
             check_context: false,
             reasoning_effort: None,
         });
-        Box::pin(async move { sent.await.map_err(|_| gone())? })
+        Box::pin(async move { Ok(sent.await.map_err(|_| gone())??) })
     }
 
     fn detokenize(&self, ids: Vec<u32>) -> BoxFuture<'_, Result<String, BackendError>> {
         let sent = self.tokenizer.send(Detokenize { ids });
-        Box::pin(async move { sent.await.map_err(|_| gone())? })
+        Box::pin(async move { Ok(sent.await.map_err(|_| gone())??) })
     }
 
     fn metrics(&self) -> BoxFuture<'_, MetricsSnapshot> {

@@ -26,62 +26,36 @@ use actix::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::detokenizer::Detokenizer;
+use super::error::{runtime_failed, AddError, FatalError, StepError, Unavailable};
 use super::fault::Fault;
 use super::health::Health;
 use super::messages::{
-    AddSequences, Cancel, Emit, Fail, Forget, GetMetrics, Register, RunStep, StepError,
+    AddSequences, Cancel, Emit, Fail, Forget, GetMetrics, OutputSpec, Register, RunStep,
     StopSequence, WaitingChanged,
 };
-use crate::backend::{BackendError, Event, GenerateRequest, MetricsSnapshot};
-use crate::model::shard::{ShardInput, ShardOutput};
-use crate::scheduler::{
-    BatchInput, FinishReason, SampleOutput, Scheduler, SeqEvent, SeqId, SeqRequest,
-};
+use crate::backend::{BackendError, Event, MetricsSnapshot};
+use crate::model::chain::{chain, ChainError};
+use crate::scheduler::{FinishReason, Scheduler, SeqEvent, SeqId};
+use crate::step::{BatchInput, SampleOutput};
 
-/// The core's request for a [`GenerateRequest`]: no `max_tokens` means up
-/// to the end of the context window; the model's stop ids end it unless
-/// the request ignores EOS (the core checks `ignore_eos`).
-pub fn seq_request(
-    prompt: Vec<u32>,
-    request: &GenerateRequest,
-    stop_ids: &[u32],
-    max_model_len: usize,
-) -> SeqRequest {
-    let max_tokens = request
-        .max_tokens
-        .unwrap_or_else(|| max_model_len.saturating_sub(prompt.len()));
-    SeqRequest {
-        prompt,
-        sampling: request.sampling.clone(),
-        max_tokens,
-        stop_ids: stop_ids.to_vec(),
-        ignore_eos: request.ignore_eos,
-        logprobs: request.logprobs,
-    }
-}
+/// What one step through the shards gives: the last shard's samples, or
+/// why there are none.
+type StepResult = Result<Vec<SampleOutput>, ChainError<StepError>>;
 
-/// Runs one step through every shard in order; the last one's samples.
-async fn run_shards(
-    shards: Vec<Recipient<RunStep>>,
-    batch: Arc<BatchInput>,
-) -> Result<Vec<SampleOutput>, StepError> {
-    let mut input = ShardInput::Tokens;
-    for (i, shard) in shards.iter().enumerate() {
-        let out = shard
-            .send(RunStep {
-                batch: batch.clone(),
-                input,
-            })
-            .await
-            .map_err(|e| StepError::Fatal(format!("shard {i} stopped: {e}")))??;
-        match out {
-            ShardOutput::Hidden(h) => input = ShardInput::Hidden(h),
-            ShardOutput::Samples(s) => return Ok(s),
+/// Runs one step through every shard in order (`crate::model::chain`, the
+/// same rule the synchronous engine follows), each shard behind its actor.
+async fn run_shards(shards: Vec<Recipient<RunStep>>, batch: Arc<BatchInput>) -> StepResult {
+    chain(shards.len(), |index, input| {
+        let sent = shards[index].send(RunStep {
+            batch: batch.clone(),
+            input,
+        });
+        async move {
+            sent.await
+                .map_err(|source| StepError::from(FatalError::Stopped { index, source }))?
         }
-    }
-    Err(StepError::Step(
-        "the last shard returned hidden states instead of samples".into(),
-    ))
+    })
+    .await
 }
 
 /// What the actor keeps per sequence besides the core's state.
@@ -106,8 +80,6 @@ struct Counters {
 
 pub struct SchedulerActor {
     core: Scheduler,
-    /// The model's end-of-generation ids (EOS, end-of-turn).
-    stop_ids: Vec<u32>,
     shards: Vec<Recipient<RunStep>>,
     detokenizer: Addr<Detokenizer>,
     /// Weak: Intake lives as long as the runtime holds it, not longer.
@@ -128,7 +100,6 @@ pub struct SchedulerActor {
 impl SchedulerActor {
     pub fn new(
         core: Scheduler,
-        stop_ids: Vec<u32>,
         shards: Vec<Recipient<RunStep>>,
         detokenizer: Addr<Detokenizer>,
         intake: WeakRecipient<WaitingChanged>,
@@ -137,7 +108,6 @@ impl SchedulerActor {
     ) -> Self {
         Self {
             core,
-            stop_ids,
             shards,
             detokenizer,
             intake,
@@ -208,7 +178,7 @@ impl SchedulerActor {
         }));
     }
 
-    fn step_done(&mut self, result: Result<Vec<SampleOutput>, StepError>) {
+    fn step_done(&mut self, result: StepResult) {
         if self.panic_at_step == Some(self.core.stats().steps) {
             panic!(
                 "injected test fault ({}): the Scheduler panics as step {} comes back",
@@ -224,9 +194,9 @@ impl SchedulerActor {
                     self.detokenizer.do_send(Emit { events });
                 }
             }
-            Err(StepError::Fatal(reason)) => self.fail_runtime(reason),
-            Err(StepError::Step(message)) => {
-                tracing::error!("model step failed: {message}");
+            Err(ChainError::Shard(StepError::Fatal(fatal))) => self.fail_runtime(fatal.to_string()),
+            Err(failed) => {
+                tracing::error!("model step failed: {failed}");
                 let ids: Vec<SeqId> = self
                     .core
                     .abort_in_flight()
@@ -236,7 +206,7 @@ impl SchedulerActor {
                 self.counters.failed += ids.len() as u64;
                 self.detokenizer.do_send(Fail {
                     ids,
-                    error: BackendError::Engine(message),
+                    error: BackendError::from(&failed),
                 });
             }
         }
@@ -262,7 +232,7 @@ impl SchedulerActor {
         self.counters.failed += ids.len() as u64;
         self.detokenizer.do_send(Fail {
             ids,
-            error: BackendError::Engine(format!("the server failed and must restart: {reason}")),
+            error: runtime_failed(reason),
         });
     }
 
@@ -339,53 +309,39 @@ impl Drop for SchedulerActor {
     }
 }
 
-/// What a request gets from a runtime that has failed: 503, retry once the
-/// server has been restarted.
-pub fn failed_unavailable(reason: &str) -> BackendError {
-    BackendError::Unavailable(format!(
-        "the server failed and is restarting ({reason}); retry shortly"
-    ))
-}
-
 impl Handler<AddSequences> for SchedulerActor {
-    type Result = Result<(), BackendError>;
+    type Result = Result<(), AddError>;
 
     fn handle(&mut self, msg: AddSequences, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(reason) = self.health.failure() {
-            return Err(failed_unavailable(&reason));
+            return Err(Unavailable::Failed(reason).into());
         }
-        let max_model_len = self.core.config().max_model_len;
         // All or none: a refusal takes back the group's sequences added so
         // far. Nothing has run or been registered yet, so no event is owed.
-        for (k, seq) in msg.seqs.iter().enumerate() {
-            let req = seq_request(
-                seq.prompt.clone(),
-                &seq.request,
-                &self.stop_ids,
-                max_model_len,
-            );
-            if let Err(e) = self.core.add(seq.id, req) {
-                for added in &msg.seqs[..k] {
-                    self.core.cancel(added.id);
-                }
-                return Err(BackendError::InvalidRequest(e.to_string()));
-            }
-        }
+        let mut added: Vec<(SeqId, usize, OutputSpec, Instant)> =
+            Vec::with_capacity(msg.seqs.len());
         for seq in msg.seqs {
-            self.counters.prompt_tokens += seq.prompt.len() as u64;
+            let prompt_tokens = seq.request.prompt.len();
+            if let Err(e) = self.core.add(seq.id, seq.request) {
+                for (id, ..) in &added {
+                    self.core.cancel(*id);
+                }
+                return Err(e.into());
+            }
+            added.push((seq.id, prompt_tokens, seq.output, seq.received));
+        }
+        for (id, prompt_tokens, output, received) in added {
+            self.counters.prompt_tokens += prompt_tokens as u64;
             self.seqs.insert(
-                seq.id,
+                id,
                 Tracked {
-                    sender: seq.output.sender.clone(),
-                    received: seq.received,
+                    sender: output.sender.clone(),
+                    received,
                     last_token: None,
                 },
             );
             // Sent before any of its tokens: one mailbox keeps the order.
-            self.detokenizer.do_send(Register {
-                id: seq.id,
-                output: seq.output,
-            });
+            self.detokenizer.do_send(Register { id, output });
         }
         self.report_waiting();
         self.kick(ctx);
@@ -439,42 +395,5 @@ impl Handler<GetMetrics> for SchedulerActor {
             tpot_seconds_sum: c.tpot_sum,
             tpot_seconds_count: c.tpot_count,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::PromptInput;
-    use crate::model::sampling::SamplingParams;
-
-    fn request(max_tokens: Option<usize>, ignore_eos: bool) -> GenerateRequest {
-        GenerateRequest {
-            prompt: PromptInput::Ids(vec![1, 2, 3]),
-            sampling: SamplingParams::greedy(),
-            max_tokens,
-            stop: Vec::new(),
-            ignore_eos,
-            logprobs: Some(2),
-            keep_special: false,
-            reasoning_effort: None,
-        }
-    }
-
-    #[test]
-    fn max_tokens_defaults_to_the_rest_of_the_context() {
-        let r = seq_request(vec![5; 10], &request(None, false), &[2], 64);
-        assert_eq!(r.max_tokens, 54);
-        assert_eq!(r.stop_ids, vec![2]);
-        assert_eq!(r.logprobs, Some(2));
-        let r = seq_request(vec![5; 10], &request(Some(7), true), &[2], 64);
-        assert_eq!(r.max_tokens, 7);
-        assert!(r.ignore_eos);
-        // A prompt filling the context asks for nothing (the core refuses it
-        // with the numbers).
-        assert_eq!(
-            seq_request(vec![5; 70], &request(None, false), &[], 64).max_tokens,
-            0
-        );
     }
 }

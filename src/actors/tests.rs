@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Arbiter, Context, Handler};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::messages::StepError;
 use super::shard::{ShardActor, StepModel};
 use super::{Fault, Runtime, RuntimeOptions, RuntimeParts};
 use crate::backend::{Backend, BackendError, Event, GenerateRequest, ModelCard, PromptInput};
-use crate::model::sampling::SamplingParams;
+use crate::gpu::GpuError;
 use crate::model::shard::{ShardInput, ShardOutput};
-use crate::scheduler::{BatchInput, FinishReason, SampleOutput, SchedulerConfig, Usage};
+use crate::model::spec::ModelError;
+use crate::sampling::SamplingParams;
+use crate::scheduler::{FinishReason, SchedulerConfig, Usage};
+use crate::step::{BatchInput, SampleOutput};
 use crate::tokenizer::{ChatFormat, ChatTemplate, GgufVocab, Tokenizer};
 
 /// What the mock model writes, one byte per position: output token at
@@ -69,6 +71,15 @@ fn byte_vocab(specials: &[&str], eos: u32) -> Tokenizer {
     .expect("the byte-level test vocabulary builds")
 }
 
+/// A failed step of the mock, as a device's validation error would fail it
+/// (the shard can run the next step).
+fn mock_error(message: String) -> ModelError {
+    ModelError::Gpu(GpuError::Validation {
+        what: "the mock step".into(),
+        message,
+    })
+}
+
 /// The stand-in model, run by the real [`ShardActor`].
 struct MockShard {
     /// slot -> token id, as a real cache would hold K/V.
@@ -80,7 +91,7 @@ impl StepModel for MockShard {
         "the mock shard".into()
     }
 
-    fn step(&mut self, b: &BatchInput, _: ShardInput) -> Result<ShardOutput, StepError> {
+    fn step(&mut self, b: &BatchInput, _: ShardInput) -> Result<ShardOutput, ModelError> {
         // Slow enough that messages interleave with steps, as on a GPU.
         std::thread::sleep(Duration::from_millis(3));
         for (i, &t) in b.tokens.iter().enumerate() {
@@ -97,11 +108,11 @@ impl StepModel for MockShard {
                 let slot = table[p / BLOCK] * BLOCK as u32 + (p % BLOCK) as u32;
                 match self.cache.get(&slot) {
                     Some(&t) => history.push(t),
-                    None => return Err(StepError::Step(format!("position {p} was never written"))),
+                    None => return Err(mock_error(format!("position {p} was never written"))),
                 }
             }
             if history[0] == u32::from(POISON) {
-                return Err(StepError::Step("poisoned prompt".into()));
+                return Err(mock_error("poisoned prompt".into()));
             }
             if history[0] == u32::from(PANIC) {
                 panic!("injected: the mock shard panicked");

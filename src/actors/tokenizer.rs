@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use actix::{Actor, Handler, SyncContext};
 
+use super::error::TokenizeError;
 use super::messages::{Detokenize, Tokenize};
-use crate::backend::{BackendError, PromptInput};
-use crate::tokenizer::{
-    ChatFormat, Prompt, PromptEncoder, PromptError, ReasoningEffort, Tokenizer,
-};
+use crate::backend::PromptInput;
+use crate::tokenizer::{ChatFormat, Prompt, PromptEncoder, ReasoningEffort, Tokenizer};
 
 pub struct TokenizerWorker {
     /// `None`: the model has no vocabulary and takes token ids only.
@@ -40,8 +39,8 @@ impl TokenizerWorker {
     }
 
     /// The tokenizer, or the error a text prompt gets from a model without one.
-    fn tokenizer(&self) -> Result<&Tokenizer, BackendError> {
-        self.tokenizer.as_deref().ok_or_else(no_tokenizer)
+    fn tokenizer(&self) -> Result<&Tokenizer, TokenizeError> {
+        self.tokenizer.as_deref().ok_or(TokenizeError::NoTokenizer)
     }
 
     /// The token ids of `prompt`; with `check_context`, refuses a prompt
@@ -51,7 +50,7 @@ impl TokenizerWorker {
         prompt: &PromptInput,
         check_context: bool,
         reasoning_effort: Option<ReasoningEffort>,
-    ) -> Result<Vec<u32>, BackendError> {
+    ) -> Result<Vec<u32>, TokenizeError> {
         let encoder = PromptEncoder {
             tokenizer: self.tokenizer.as_deref(),
             chat_format: &self.chat_format,
@@ -63,22 +62,8 @@ impl TokenizerWorker {
             PromptInput::Text(text) => Prompt::Text(text),
             PromptInput::Ids(ids) => Prompt::Ids(ids),
         };
-        encoder
-            .encode(prompt, check_context, reasoning_effort)
-            .map_err(|e| match e {
-                PromptError::NoTokenizer => no_tokenizer(),
-                e => BackendError::InvalidRequest(e.to_string()),
-            })
+        Ok(encoder.encode(prompt, check_context, reasoning_effort)?)
     }
-}
-
-/// What a text prompt gets from a model without a tokenizer.
-fn no_tokenizer() -> BackendError {
-    BackendError::InvalidRequest(
-        "this model has no tokenizer, so it takes token ids only: send the prompt \
-         as an array of token ids (/v1/completions)"
-            .into(),
-    )
 }
 
 impl Actor for TokenizerWorker {
@@ -86,7 +71,7 @@ impl Actor for TokenizerWorker {
 }
 
 impl Handler<Tokenize> for TokenizerWorker {
-    type Result = Result<Vec<u32>, BackendError>;
+    type Result = Result<Vec<u32>, TokenizeError>;
 
     fn handle(&mut self, msg: Tokenize, _: &mut SyncContext<Self>) -> Self::Result {
         self.encode(&msg.prompt, msg.check_context, msg.reasoning_effort)
@@ -94,11 +79,9 @@ impl Handler<Tokenize> for TokenizerWorker {
 }
 
 impl Handler<Detokenize> for TokenizerWorker {
-    type Result = Result<String, BackendError>;
+    type Result = Result<String, TokenizeError>;
 
     fn handle(&mut self, msg: Detokenize, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tokenizer()?
-            .decode(&msg.ids, false)
-            .map_err(|e| BackendError::InvalidRequest(e.to_string()))
+        Ok(self.tokenizer()?.decode(&msg.ids, false)?)
     }
 }

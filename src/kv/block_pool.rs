@@ -229,15 +229,6 @@ impl BlockPool {
         })
     }
 
-    /// Another reference to a held block (for a forked sequence, `n > 1`).
-    pub fn share(&self, block: &BlockRef) -> BlockRef {
-        self.inner.borrow_mut().blocks[block.id as usize].refs += 1;
-        BlockRef {
-            id: block.id,
-            pool: self.inner.clone(),
-        }
-    }
-
     /// Looks up a full block in the prefix cache and takes a reference to it.
     pub fn lookup(&self, hash: BlockHash, tokens: &[u32]) -> Option<BlockRef> {
         let mut g = self.inner.borrow_mut();
@@ -274,30 +265,6 @@ impl BlockPool {
         g.by_hash.insert(hash, block.id);
         g.blocks[block.id as usize].cached = Some((hash, tokens.into()));
     }
-
-    /// How many leading full blocks of `tokens` are in the cache now (no
-    /// references taken; for admission decisions).
-    pub fn cached_prefix_blocks(&self, tokens: &[u32]) -> usize {
-        let g = self.inner.borrow();
-        let mut parent = None;
-        let mut n = 0;
-        for chunk in tokens.chunks_exact(self.block_size) {
-            let h = BlockHash::chain(parent, chunk);
-            match g.by_hash.get(&h) {
-                Some(&id)
-                    if g.blocks[id as usize]
-                        .cached
-                        .as_ref()
-                        .is_some_and(|(_, t)| &t[..] == chunk) =>
-                {
-                    n += 1;
-                    parent = Some(h);
-                }
-                _ => break,
-            }
-        }
-        n
-    }
 }
 
 #[cfg(test)]
@@ -320,9 +287,15 @@ mod tests {
 
     #[test]
     fn shared_block_frees_after_last_reference() {
+        // A prefix-cache hit on a block a sequence still holds is how a
+        // block gets a second holder.
         let pool = BlockPool::new(2, 4);
+        let toks = [1, 2, 3, 4];
+        let h = BlockHash::chain(None, &toks);
         let a = pool.allocate().unwrap();
-        let b = pool.share(&a);
+        pool.register(&a, h, &toks);
+        let b = pool.lookup(h, &toks).expect("a held block is found too");
+        assert_eq!(b.id(), a.id());
         drop(a);
         assert_eq!(pool.num_free(), 1);
         drop(b);
@@ -351,12 +324,13 @@ mod tests {
         let y = pool.allocate().unwrap();
         assert_ne!(x.id(), id);
         assert_ne!(y.id(), id);
-        assert_eq!(pool.cached_prefix_blocks(&toks), 1);
+        // Still cached: found again (and given back, the only free block).
+        assert_eq!(pool.lookup(h, &toks).map(|b| b.id()), Some(id));
         let z = pool.allocate().unwrap();
         assert_eq!(z.id(), id);
         assert!(pool.lookup(h, &toks).is_none());
         assert_eq!(pool.stats().evictions, 1);
-        assert_eq!(pool.stats().cache_hits, 1);
+        assert_eq!(pool.stats().cache_hits, 2);
     }
 
     #[test]
@@ -368,8 +342,24 @@ mod tests {
         assert_eq!(b, BlockHash::chain(Some(a), &[3, 4]));
     }
 
+    /// Leading full blocks of `tokens` found in the cache, walked as the
+    /// Scheduler walks a new prompt (each hit's hash is the next's parent).
+    fn cached_prefix(pool: &BlockPool, tokens: &[u32]) -> Vec<BlockRef> {
+        let mut parent = None;
+        let mut found = Vec::new();
+        for chunk in tokens.chunks_exact(pool.block_size()) {
+            let h = BlockHash::chain(parent, chunk);
+            match pool.lookup(h, chunk) {
+                Some(b) => found.push(b),
+                None => break,
+            }
+            parent = Some(h);
+        }
+        found
+    }
+
     #[test]
-    fn cached_prefix_blocks_counts_only_the_matching_chain() {
+    fn a_cached_prefix_matches_only_along_its_chain() {
         let pool = BlockPool::new(4, 2);
         let toks = [1, 2, 3, 4, 5, 6];
         let mut parent = None;
@@ -381,8 +371,8 @@ mod tests {
             held.push(b);
             parent = Some(h);
         }
-        assert_eq!(pool.cached_prefix_blocks(&toks), 2);
-        assert_eq!(pool.cached_prefix_blocks(&[1, 2, 9, 9, 5, 6]), 1);
-        assert_eq!(pool.cached_prefix_blocks(&[0, 2, 3, 4]), 0);
+        assert_eq!(cached_prefix(&pool, &toks).len(), 2);
+        assert_eq!(cached_prefix(&pool, &[1, 2, 9, 9, 5, 6]).len(), 1);
+        assert_eq!(cached_prefix(&pool, &[0, 2, 3, 4]).len(), 0);
     }
 }

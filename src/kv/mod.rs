@@ -1,7 +1,7 @@
-//! KV-cache bookkeeping on the host: the block pool (free list, prefix cache)
-//! and per-sequence block tables. The device pages themselves belong to the
-//! model shards (`crate::model`); this module only decides which page holds
-//! which tokens.
+//! KV-cache bookkeeping on the host: the block pool (free list, prefix
+//! cache). The device pages themselves belong to the model shards, and each
+//! sequence's block table to the scheduler; this module only decides which
+//! page is free, held or cached, and imports nothing of the crate.
 
 pub mod block_pool;
 

@@ -33,7 +33,7 @@ use crate::gpu::kernels::{
 };
 use crate::gpu::weights::DeviceTensor;
 use crate::gpu::{GpuContext, GpuError};
-use crate::scheduler::SampleRow;
+use crate::step::SampleRow;
 
 use super::spec::{Arch, ModelError, ModelSpec};
 use super::weights::{Ffn, LayerWeights, MoeWeights, ShardWeights};

@@ -2,16 +2,24 @@
 //! uploaded. Weights per shard (matrices in their stored type, norms and
 //! biases as f32, as `weights.rs` uploads them), the KV cache's bytes per
 //! token, the activations a step needs, and so how many sequences of a
-//! given context fit. `wgserve plan` prints it; `serve` logs the real
-//! figures after loading.
+//! given context fit; and the split of the layers into shards
+//! ([`split_layers`]), which the loader uses too. `wgserve plan` prints it;
+//! `serve` logs the real figures after loading.
 
 use std::fmt;
 use std::ops::Range;
 
-use crate::engine::split_layers;
 use crate::gguf::reader::TensorInfo;
 
 use super::spec::ModelSpec;
+
+/// Contiguous, nearly equal layer ranges, one per shard.
+pub fn split_layers(n_layers: usize, n_shards: usize) -> Vec<Range<usize>> {
+    let n = n_shards.clamp(1, n_layers.max(1));
+    (0..n)
+        .map(|i| (i * n_layers / n)..((i + 1) * n_layers / n))
+        .collect()
+}
 
 /// What the plan is asked about.
 #[derive(Debug, Clone)]
@@ -225,6 +233,15 @@ mod tests {
     use super::*;
     use crate::gguf::GgmlType;
     use crate::model::spec::Arch;
+
+    #[test]
+    fn layers_split_into_contiguous_nearly_equal_ranges() {
+        assert_eq!(split_layers(30, 4), vec![0..7, 7..15, 15..22, 22..30]);
+        assert_eq!(split_layers(30, 1), vec![0..30]);
+        // Never more shards than layers, never none.
+        assert_eq!(split_layers(2, 5), vec![0..1, 1..2]);
+        assert_eq!(split_layers(3, 0), vec![0..3]);
+    }
 
     fn tensor(name: &str, dims: &[u64], ty: GgmlType) -> TensorInfo {
         TensorInfo {

@@ -20,7 +20,7 @@ use std::ops::Range;
 use crate::gguf::reader::GgufFile;
 use crate::gpu::kernels::quantize_act::ActQuant;
 use crate::gpu::{GpuContext, GpuError};
-use crate::scheduler::{BatchInput, SampleOutput, SampleRow};
+use crate::step::{BatchError, BatchInput, SampleOutput, SampleRow};
 
 use super::forward::{Forward, Kernels, Scratch};
 use super::kv_cache::{layout_with, DeviceKvCache};
@@ -182,38 +182,30 @@ impl ModelShard {
         self.weights.device_bytes()
     }
 
-    fn check(&self, batch: &BatchInput, input: &ShardInput) -> Result<(), ModelError> {
+    fn check(&self, batch: &BatchInput, input: &ShardInput) -> Result<(), BatchError> {
         let l = &self.limits;
-        let bad = |message: String| {
-            Err(ModelError::Invalid {
-                path: "batch".into(),
-                message,
-            })
-        };
         let m = batch.num_tokens();
         if m == 0 || m > l.max_tokens {
-            return bad(format!(
-                "{m} tokens in a step; the shard takes 1..={}",
-                l.max_tokens
-            ));
+            return Err(BatchError::Tokens {
+                tokens: m,
+                max: l.max_tokens,
+            });
         }
         if batch.samples.len() > l.max_samples {
-            return bad(format!(
-                "{} sampled rows; the shard takes at most {}",
-                batch.samples.len(),
-                l.max_samples
-            ));
+            return Err(BatchError::Samples {
+                samples: batch.samples.len(),
+                max: l.max_samples,
+            });
         }
         if batch.block_tables.len() > l.max_samples.max(1)
             || batch.max_blocks_per_seq() > l.max_blocks_per_seq
         {
-            return bad(format!(
-                "{} sequences with up to {} blocks; the shard takes {} with {}",
-                batch.block_tables.len(),
-                batch.max_blocks_per_seq(),
-                l.max_samples,
-                l.max_blocks_per_seq
-            ));
+            return Err(BatchError::Sequences {
+                seqs: batch.block_tables.len(),
+                blocks: batch.max_blocks_per_seq(),
+                max_seqs: l.max_samples,
+                max_blocks: l.max_blocks_per_seq,
+            });
         }
         let n_slots = l.num_blocks * l.block_size;
         if batch.slot_mapping.iter().any(|&s| s >= n_slots)
@@ -222,14 +214,14 @@ impl ModelShard {
                 .iter()
                 .any(|&t| t as usize >= self.spec.vocab_size)
         {
-            return bad("a slot or token id is out of range".into());
+            return Err(BatchError::OutOfRange);
         }
         if let ShardInput::Hidden(h) = input {
             if h.len() != m * self.spec.d_model {
-                return bad(format!(
-                    "hidden states of {} floats for {m} tokens",
-                    h.len()
-                ));
+                return Err(BatchError::Hidden {
+                    floats: h.len(),
+                    tokens: m as u32,
+                });
             }
         }
         Ok(())

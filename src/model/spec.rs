@@ -8,6 +8,7 @@ use crate::gguf::{
     GgmlType,
 };
 use crate::gpu::kernels::rope::{RopeMode, YarnParams};
+use crate::step::BatchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -35,6 +36,9 @@ pub enum ModelError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    /// A step's work order the shard cannot run (see [`BatchError`]).
+    #[error("batch: {0}")]
+    Batch(#[from] BatchError),
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
 }

@@ -24,9 +24,9 @@
 
 use std::collections::VecDeque;
 
-use super::batch::{BatchInput, SampleOutput, SampleRow};
 use crate::kv::{BlockHash, BlockPool, BlockRef};
-use crate::model::sampling::{log_softmax, Sampler, SamplingParams};
+use crate::sampling::{log_softmax, top_logprobs, Sampler, SamplingParams};
+use crate::step::{BatchInput, SampleOutput, SampleRow};
 
 /// A sequence's id, unique for the scheduler's lifetime.
 pub type SeqId = u64;
@@ -329,11 +329,6 @@ impl Scheduler {
         None
     }
 
-    /// Ends a running sequence (a stop string seen by the detokenizer).
-    pub fn finish(&mut self, id: SeqId) -> Option<Usage> {
-        self.cancel(id)
-    }
-
     /// Blocks needed to hold `upto` tokens, beyond those already held.
     fn blocks_short(&self, seq: &Sequence, upto: usize) -> usize {
         upto.div_ceil(self.pool.block_size())
@@ -543,7 +538,7 @@ impl Scheduler {
                     let t = seq.sampler.sample(&mut logits, prompt, output);
                     let lp = lp.map(|(ls, k)| TokenLogprobs {
                         logprob: ls[t as usize],
-                        top: top_k(&ls, k),
+                        top: top_logprobs(&ls, k),
                     });
                     (t, lp)
                 }
@@ -575,22 +570,4 @@ impl Scheduler {
         }
         events
     }
-}
-
-/// The `k` largest entries, largest first (ties by lower id).
-fn top_k(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut idx: Vec<(u32, f32)> = logprobs
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i as u32, l))
-        .collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    idx.select_nth_unstable_by(k - 1, cmp);
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx
 }

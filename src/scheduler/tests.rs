@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::kv::BlockPool;
-use crate::model::sampling::SamplingParams;
+use crate::sampling::SamplingParams;
+use crate::step::{BatchInput, SampleOutput};
 
 /// The "model": the next token is a hash of the whole sequence so far.
 fn next_token(history: &[u32]) -> u32 {

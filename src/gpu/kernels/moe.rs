@@ -19,8 +19,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::{entry, grid_2d};
 use crate::gguf::GgmlType;
-use crate::gpu::kernels::{entry, grid_2d};
 use crate::gpu::shader_include::expand;
 use crate::gpu::weights::{has_scales, splice_dequant, DeviceTensor};
 use crate::gpu::{GpuContext, GpuError};

@@ -1,6 +1,8 @@
 //! The step's work order, as the scheduler hands it to the model, and what
-//! the model gives back. Plain data: no GPU handles, so it can travel in an
-//! actor message and be checked in a unit test.
+//! the model gives back: plain data, lower than both (the scheduler writes
+//! it, the model runs it; neither imports the other). No GPU handles,
+//! so it can travel in an actor message and be checked in a unit test; this
+//! module imports nothing of the crate.
 
 /// One step for the model: the new tokens of every scheduled sequence, laid
 /// out token-major, and where each token's K/V goes in the paged cache.
@@ -57,4 +59,28 @@ pub struct SampleOutput {
     pub argmax: u32,
     /// The full logits row, when asked for.
     pub logits: Option<Vec<f32>>,
+}
+
+/// Why a shard refused a step's work order: it does not fit the sizes the
+/// shard was built for, or names a slot, token or hidden state it cannot
+/// have. A bug in whoever built the batch, never a client's mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("{tokens} tokens in a step; the shard takes 1..={max}")]
+    Tokens { tokens: usize, max: usize },
+    #[error("{samples} sampled rows; the shard takes at most {max}")]
+    Samples { samples: usize, max: usize },
+    #[error(
+        "{seqs} sequences with up to {blocks} blocks; the shard takes {max_seqs} with {max_blocks}"
+    )]
+    Sequences {
+        seqs: usize,
+        blocks: usize,
+        max_seqs: usize,
+        max_blocks: usize,
+    },
+    #[error("a slot or token id is out of range")]
+    OutOfRange,
+    #[error("hidden states of {floats} floats for {tokens} tokens")]
+    Hidden { floats: usize, tokens: u32 },
 }

@@ -1,70 +1,11 @@
-//! Token sampling on the CPU from one row of logits.
-//!
-//! Greedy requests never come here: their argmax runs on the device and only
-//! the id is read back. Everything else (temperature, top-k, top-p, min-p,
-//! repetition/presence/frequency penalties) needs the full row, and runs here,
-//! in the order llama.cpp and vLLM use: penalties on the raw logits, then
-//! top-k, temperature, top-p and min-p, then one draw from a per-request RNG.
-//! A request's RNG is seeded from its `seed` (or from entropy when none is
-//! given), so the same seed and the same logits give the same tokens.
+//! One sequence's sampler: the penalties, then top-k, temperature, top-p
+//! and min-p, then one draw from the sequence's own RNG. The RNG is seeded
+//! from the request's `seed` (or from entropy when none is given), so the
+//! same seed and the same logits give the same tokens.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// A request's sampling settings, validated by the API layer before they get here.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// 0 means greedy.
-    pub temperature: f32,
-    /// 1.0 keeps everything.
-    pub top_p: f32,
-    /// 0 keeps everything.
-    pub top_k: usize,
-    /// 0.0 keeps everything; otherwise drop tokens below `min_p * p_max`.
-    pub min_p: f32,
-    /// 1.0 is off. Applied to every token seen in the prompt or the output (vLLM's convention).
-    pub repetition_penalty: f32,
-    /// OpenAI's: subtracted once from every token already in the output.
-    pub presence_penalty: f32,
-    /// OpenAI's: subtracted per occurrence in the output.
-    pub frequency_penalty: f32,
-    pub seed: Option<u64>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            seed: None,
-        }
-    }
-}
-
-impl SamplingParams {
-    pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
-    }
-
-    /// Greedy with no penalty: the device's argmax gives the answer, and the
-    /// logits row need not be read back.
-    pub fn is_device_greedy(&self) -> bool {
-        self.temperature == 0.0 && !self.has_penalties()
-    }
-
-    pub fn has_penalties(&self) -> bool {
-        self.repetition_penalty != 1.0
-            || self.presence_penalty != 0.0
-            || self.frequency_penalty != 0.0
-    }
-}
+use super::{apply_penalties, SamplingParams};
 
 /// One sequence's sampler: its settings and its RNG.
 #[derive(Debug, Clone)]
@@ -162,51 +103,6 @@ pub fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// Repetition (multiplicative, on prompt and output tokens), presence and
-/// frequency (additive, on output tokens) penalties, in place.
-pub fn apply_penalties(p: &SamplingParams, logits: &mut [f32], prompt: &[u32], output: &[u32]) {
-    if !p.has_penalties() {
-        return;
-    }
-    let vocab = logits.len();
-    if p.repetition_penalty != 1.0 {
-        let mut seen = vec![false; vocab];
-        for &t in prompt.iter().chain(output) {
-            if let Some(s) = seen.get_mut(t as usize) {
-                *s = true;
-            }
-        }
-        for (l, s) in logits.iter_mut().zip(&seen) {
-            if *s {
-                *l = if *l > 0.0 {
-                    *l / p.repetition_penalty
-                } else {
-                    *l * p.repetition_penalty
-                };
-            }
-        }
-    }
-    if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
-        let mut counts = std::collections::HashMap::<u32, u32>::new();
-        for &t in output {
-            *counts.entry(t).or_default() += 1;
-        }
-        for (t, n) in counts {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l -= p.presence_penalty + p.frequency_penalty * n as f32;
-            }
-        }
-    }
-}
-
-/// Log-softmax of one row, in f64 for the sum (used for logprobs).
-pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let lse = max as f64 + sum.ln();
-    logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,28 +185,5 @@ mod tests {
         let (cold, warm, hot) = (count(0.1), count(1.0), count(2.0));
         assert!(cold > 1990, "{cold}");
         assert!(warm > hot && (1300..1600).contains(&warm), "{warm} {hot}");
-    }
-
-    #[test]
-    fn penalties_follow_their_definitions() {
-        let p = params(|p| {
-            p.repetition_penalty = 2.0;
-            p.presence_penalty = 0.5;
-            p.frequency_penalty = 0.25;
-        });
-        let mut l = vec![2.0, -2.0, 2.0, 2.0];
-        // token 0 in the prompt, token 1 in prompt, token 2 twice in the output.
-        apply_penalties(&p, &mut l, &[0, 1], &[2, 2]);
-        assert_eq!(l[0], 1.0);
-        assert_eq!(l[1], -4.0);
-        assert_eq!(l[2], 2.0 / 2.0 - 0.5 - 0.25 * 2.0);
-        assert_eq!(l[3], 2.0);
-    }
-
-    #[test]
-    fn log_softmax_sums_to_one() {
-        let ls = log_softmax(&[1.0, 2.0, 3.0, -1.0]);
-        let s: f32 = ls.iter().map(|l| l.exp()).sum();
-        assert!((s - 1.0).abs() < 1e-6);
     }
 }
