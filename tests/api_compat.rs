@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,20 +26,10 @@ use wgserve::gguf::writer::GgufWriter;
 /// Two models on lavapipe at once would only slow both down.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn default_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(wgserve::loader::DEFAULT_MODEL)
-}
-
 fn start(model: &Path, log_name: &str) -> ServerProcess {
     set_read_timeout(Duration::from_secs(120));
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(log_name);
     let args = ["--model".to_string(), model.display().to_string()];
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wgserve"));
-    let mut server = ServerProcess::start(&bin, &args, &log).expect("start the server");
-    server
-        .wait_ready(Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e}"));
-    server
+    serve_ready(&args, log_name, Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fingerprint(v: &Value) -> &str {

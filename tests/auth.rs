@@ -20,18 +20,18 @@ const KEY: &str = "sekret";
 fn server() -> &'static ServerProcess {
     static SERVER: OnceLock<ServerProcess> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let model = default_model();
         assert!(
             model.is_file(),
             "{} is missing: run scripts/setup",
             model.display()
         );
+        let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
         let args: Vec<String> = [
             "--model",
             model.to_str().unwrap(),
             "--web-dir",
-            root.join("web").to_str().unwrap(),
+            web.to_str().unwrap(),
             "--api-key",
             KEY,
             "--max-model-len",
@@ -40,12 +40,8 @@ fn server() -> &'static ServerProcess {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("auth-server.log");
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_wgserve"));
-        let mut s = ServerProcess::start(&bin, &args, &log).expect("start the server");
-        s.wait_ready(Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s
+        serve_ready(&args, "auth-server.log", Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

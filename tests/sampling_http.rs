@@ -34,23 +34,13 @@ fn server() -> SocketAddr {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let args = [
                 "--model".to_string(),
-                dir.join(wgserve::loader::DEFAULT_MODEL)
-                    .display()
-                    .to_string(),
+                default_model().display().to_string(),
                 "--web-dir".into(),
                 dir.join("web").display().to_string(),
                 "--kv-memory-mib".into(),
                 "64".into(),
             ];
-            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sampling-http.log");
-            let mut server = ServerProcess::start(
-                PathBuf::from(env!("CARGO_BIN_EXE_wgserve")).as_path(),
-                &args,
-                &log,
-            )
-            .map_err(|e| format!("cannot start the server: {e}"))?;
-            server.wait_ready(Duration::from_secs(180))?;
-            Ok(server)
+            serve_ready(&args, "sampling-http.log", Duration::from_secs(180))
         })
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))

@@ -48,26 +48,17 @@ fn server() -> &'static Shared {
             let dir = manifest_dir();
             let args = [
                 "--model".to_string(),
-                dir.join(wgserve::loader::DEFAULT_MODEL)
-                    .display()
-                    .to_string(),
+                default_model().display().to_string(),
                 "--web-dir".into(),
                 dir.join("web").display().to_string(),
                 "--max-body-bytes".into(),
                 MAX_BODY_BYTES.to_string(),
             ];
-            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-test.log");
-            let mut server = ServerProcess::start(
-                PathBuf::from(env!("CARGO_BIN_EXE_wgserve")).as_path(),
-                &args,
-                &log,
-            )
-            .map_err(|e| format!("cannot start the server: {e}"))?;
-            let took = server.wait_ready(Duration::from_secs(180))?;
+            let server = serve_ready(&args, "server-test.log", Duration::from_secs(180))?;
             eprintln!(
-                "server ready in {took:.1?} on {} (log: {})",
+                "server ready on {} (log: {})",
                 server.addr,
-                log.display()
+                server.log.display()
             );
             let models = get(server.addr, "/v1/models").json();
             Ok(Shared {

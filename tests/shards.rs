@@ -57,16 +57,12 @@ fn complete(addr: std::net::SocketAddr, prompt: &str) -> Answer {
 /// Returns (alone, concurrent) answers and the server's log.
 fn answers(name: &str, args: &[String]) -> (Vec<Answer>, Vec<Answer>, String) {
     set_read_timeout(Duration::from_secs(180));
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("shards-{name}.log"));
-    let mut server = ServerProcess::start(
-        PathBuf::from(env!("CARGO_BIN_EXE_wgserve")).as_path(),
+    let mut server = serve_ready(
         args,
-        &log,
+        &format!("shards-{name}.log"),
+        Duration::from_secs(240),
     )
-    .expect("start the server");
-    server
-        .wait_ready(Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     let addr = server.addr;
     let alone: Vec<Answer> = PROMPTS.iter().map(|p| complete(addr, p)).collect();
     let concurrent: Vec<Answer> = std::thread::scope(|s| {
@@ -87,7 +83,7 @@ fn answers(name: &str, args: &[String]) -> (Vec<Answer>, Vec<Answer>, String) {
     );
     assert!(m["wgserve_steps_total"] < tokens, "{name}: {m:?}");
     server.stop();
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(&server.log).unwrap();
     (alone, concurrent, text)
 }
 

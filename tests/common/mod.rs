@@ -508,6 +508,26 @@ pub fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
 
 // ---------------------------------------------------------------- the real server
 
+/// The default model's file, as `scripts/setup` fetches it.
+pub fn default_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(wgserve::loader::DEFAULT_MODEL)
+}
+
+/// This build's `wgserve serve <args>`, logging to `log_name` in the test
+/// temp folder, once `/health` says 200 (or the reason it never did).
+pub fn serve_ready(
+    args: &[String],
+    log_name: &str,
+    within: Duration,
+) -> Result<ServerProcess, String> {
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(log_name);
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wgserve"));
+    let mut server = ServerProcess::start(&bin, args, &log)
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    server.wait_ready(within)?;
+    Ok(server)
+}
+
 /// A port nobody listens on right now (the OS's pick, released at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -12,14 +12,12 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './browser.mjs';
 
 const BASE = new URL(process.env.WGSERVE_URL || 'http://127.0.0.1:8080/').href;
 const SHOTS = process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots';
-const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 // Software Vulkan decodes a few tokens a second and a CPU-starved machine
 // less: waits for the model are generous, waits for the page are not.
 const MODEL_WAIT_MS = 150_000;
@@ -32,9 +30,8 @@ const FOLLOW_UP = 'What is the capital of Germany?';
 // About 2,000 words: far past the server's context window of 1024 tokens.
 const LONG_TEXT = Array.from({ length: 200 }, (_, i) => `Paragraph ${i + 1}: the quick brown fox jumps over the lazy dog.`).join('\n');
 
-let context;
+let closeBrowser;
 let page;
-let userDataDir;
 const chatRequests = []; // bodies of POST v1/chat/completions, as sent by the page
 const pageErrors = []; // uncaught exceptions in the page
 const consoleErrors = [];
@@ -130,17 +127,7 @@ const STATS_RE = /^\d+ tokens? · \d+\.\d tok\/s · TTFT \d+ ms/;
 describe('wgserve chat page in headless Chromium', { timeout: 900_000 }, () => {
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
-    userDataDir = mkdtempSync(join(tmpdir(), 'wgserve-e2e-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 860 },
-      colorScheme: 'light',
-      reducedMotion: 'reduce',
-    });
-    page = context.pages()[0] || await context.newPage();
+    ({ page, close: closeBrowser } = await launch('wgserve-e2e-'));
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
     page.on('request', (r) => {
@@ -149,8 +136,7 @@ describe('wgserve chat page in headless Chromium', { timeout: 900_000 }, () => {
   });
 
   after(async () => {
-    await context?.close();
-    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+    await closeBrowser?.();
   });
 
   step('the page loads and shows the served model', async () => {

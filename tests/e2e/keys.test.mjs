@@ -12,15 +12,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './browser.mjs';
 
 const BIN = process.env.WGSERVE_BIN || 'target/debug/wgserve';
 const MODEL = process.env.WGSERVE_MODEL_FILE || 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const SHOTS = process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots';
-const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 const KEY = 'e2e-key-7f3a';
 const LOAD_MS = 300_000;
 const MODEL_WAIT_MS = 150_000;
@@ -29,9 +27,8 @@ const STEP_MS = 240_000;
 
 let server;
 let base;
-let context;
+let closeBrowser;
 let page;
-let userDataDir;
 const chatAuth = []; // Authorization header of each POST v1/chat/completions
 const pageErrors = [];
 let broken = null;
@@ -93,17 +90,7 @@ describe('the chat page on a server with an API key', { timeout: 900_000 }, () =
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
     base = await startServer();
-    userDataDir = mkdtempSync(join(tmpdir(), 'wgserve-e2e-keys-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 860 },
-      colorScheme: 'light',
-      reducedMotion: 'reduce',
-    });
-    page = context.pages()[0] || await context.newPage();
+    ({ page, close: closeBrowser } = await launch('wgserve-e2e-keys-'));
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     page.on('request', (r) => {
       if (r.method() === 'POST' && r.url().endsWith('/v1/chat/completions')) chatAuth.push(r.headers().authorization ?? null);
@@ -111,8 +98,7 @@ describe('the chat page on a server with an API key', { timeout: 900_000 }, () =
   });
 
   after(async () => {
-    await context?.close();
-    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+    await closeBrowser?.();
     server?.kill();
   });
 
