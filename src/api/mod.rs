@@ -1,9 +1,10 @@
 //! The HTTP and WebSocket surface, OpenAI-compatible, over the
 //! [`Backend`](crate::backend::Backend) trait and its types
-//! (`crate::backend`) and nothing else of the runtime (`layering.rs` checks): `POST /v1/chat/completions` and `POST /v1/completions` (whole or
-//! as Server-Sent Events), `GET /v1/models`, `GET /health`, `GET /metrics`,
-//! `POST /tokenize`, `POST /detokenize`, `GET /v1/ws`, and the chat page at
-//! `/`. Validation, OpenAI's JSON shapes, streaming, auth and CORS live
+//! (`crate::backend`) and nothing else of the runtime (`layering.rs`
+//! checks): `POST /v1/chat/completions` and `POST /v1/completions` (whole
+//! or as Server-Sent Events), `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
+//! `GET /v1/ws`, and the chat page at `/`. Validation, OpenAI's JSON shapes, streaming, auth and CORS live
 //! here; tokenizing, scheduling and generating do not.
 //!
 //! Entry points: [`run_server`] (bind and serve), [`bind`] (bind, get the
