@@ -9,6 +9,8 @@
 //! Each `generate` loads the model afresh (a few seconds on lavapipe) and
 //! decodes a handful of tokens.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -319,10 +321,17 @@ fn generate_on_two_shards_matches_one() {
 /// Returns the BOS id.
 fn write_bos_model(path: &std::path::Path) -> u32 {
     use wgserve::gguf::metadata::MetaValue;
-    use wgserve::gguf::writer::GgufWriter;
-    use wgserve::gguf::{quant, GgmlType};
 
-    let (d, heads, ffn, vocab) = (128usize, 2u32, 256usize, 300usize);
+    let shape = common::tiny::TinyLlama {
+        name: "tiny-bos",
+        d: 128,
+        heads: 2,
+        kv_heads: 2,
+        ffn: 256,
+        vocab: 300,
+        context: 64,
+    };
+    let vocab = shape.vocab;
     // GPT-2's byte alphabet (printable bytes as themselves, the rest from
     // U+0100) makes a valid byte-level BPE vocabulary of 256 tokens.
     let mut tokens: Vec<String> = (0..=255u8)
@@ -342,20 +351,8 @@ fn write_bos_model(path: &std::path::Path) -> u32 {
     types[bos as usize] = 3;
     types[eos as usize] = 3;
 
-    let mut w = GgufWriter::new();
-    w.meta("general.architecture", MetaValue::from("llama"))
-        .meta("general.name", MetaValue::from("tiny-bos"))
-        .meta("llama.block_count", MetaValue::U32(1))
-        .meta("llama.embedding_length", MetaValue::U32(d as u32))
-        .meta("llama.attention.head_count", MetaValue::U32(heads))
-        .meta("llama.attention.head_count_kv", MetaValue::U32(heads))
-        .meta("llama.feed_forward_length", MetaValue::U32(ffn as u32))
-        .meta("llama.context_length", MetaValue::U32(64))
-        .meta(
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(1e-5),
-        )
-        .meta("tokenizer.ggml.model", MetaValue::from("gpt2"))
+    let mut w = shape.writer();
+    w.meta("tokenizer.ggml.model", MetaValue::from("gpt2"))
         .meta("tokenizer.ggml.tokens", MetaValue::str_array(&tokens))
         .meta("tokenizer.ggml.token_type", types.into())
         .meta("tokenizer.ggml.merges", MetaValue::str_array(&["h i"]))
@@ -367,34 +364,7 @@ fn write_bos_model(path: &std::path::Path) -> u32 {
             MetaValue::from("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"),
         );
     // Any weights do: the test reads only the prompt's ids.
-    let mut tensor = |name: &str, rows: usize, cols: usize| {
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919 % 101) as f32 / 101.0 - 0.5) * 0.2)
-            .collect();
-        let dims: Vec<u64> = if rows == 1 {
-            vec![cols as u64]
-        } else {
-            vec![cols as u64, rows as u64]
-        };
-        w.tensor(
-            name,
-            &dims,
-            GgmlType::F32,
-            quant::quantize(GgmlType::F32, &v),
-        );
-    };
-    tensor("token_embd.weight", vocab, d);
-    for t in ["attn_norm", "ffn_norm"] {
-        tensor(&format!("blk.0.{t}.weight"), 1, d);
-    }
-    for t in ["attn_q", "attn_k", "attn_v", "attn_output"] {
-        tensor(&format!("blk.0.{t}.weight"), d, d);
-    }
-    tensor("blk.0.ffn_gate.weight", ffn, d);
-    tensor("blk.0.ffn_up.weight", ffn, d);
-    tensor("blk.0.ffn_down.weight", d, ffn);
-    tensor("output_norm.weight", 1, d);
-    w.write(path).unwrap();
+    shape.write(w, path, |i| ((i * 7919 % 101) as f32 / 101.0 - 0.5) * 0.2);
     bos
 }
 

@@ -14,65 +14,22 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use wgserve::actors::Fault;
-use wgserve::gguf::metadata::MetaValue;
-use wgserve::gguf::writer::GgufWriter;
-use wgserve::gguf::{quant, GgmlType};
 
 use common::*;
 
-const D: usize = 128;
-const HEADS: usize = 2;
-const KV_HEADS: usize = 1;
-const FFN: usize = 256;
-const VOCAB: usize = 96;
-
 /// A one-layer llama with random f32 weights and no vocabulary.
 fn write_tiny_model(path: &Path) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut w = GgufWriter::new();
-    let k = |s: &str| format!("llama.{s}");
-    w.meta("general.architecture", MetaValue::from("llama"))
-        .meta("general.name", MetaValue::from("tiny-fault"))
-        .meta(&k("block_count"), MetaValue::U32(1))
-        .meta(&k("embedding_length"), MetaValue::U32(D as u32))
-        .meta(&k("attention.head_count"), MetaValue::U32(HEADS as u32))
-        .meta(
-            &k("attention.head_count_kv"),
-            MetaValue::U32(KV_HEADS as u32),
-        )
-        .meta(&k("feed_forward_length"), MetaValue::U32(FFN as u32))
-        .meta(&k("context_length"), MetaValue::U32(256))
-        .meta(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-5))
-        .meta(&k("rope.freq_base"), MetaValue::F32(10_000.0));
-    let mut tensor = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize| {
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|_| rng.random_range(-0.2..0.2))
-            .collect();
-        let dims: Vec<u64> = if rows == 1 {
-            vec![cols as u64]
-        } else {
-            vec![cols as u64, rows as u64]
-        };
-        w.tensor(
-            name,
-            &dims,
-            GgmlType::F32,
-            quant::quantize(GgmlType::F32, &v),
-        );
+    let shape = tiny::TinyLlama {
+        name: "tiny-fault",
+        d: 128,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 256,
+        vocab: 96,
+        context: 256,
     };
-    let hd = D / HEADS;
-    tensor(&mut w, "token_embd.weight", VOCAB, D);
-    tensor(&mut w, "blk.0.attn_norm.weight", 1, D);
-    tensor(&mut w, "blk.0.attn_q.weight", D, D);
-    tensor(&mut w, "blk.0.attn_k.weight", KV_HEADS * hd, D);
-    tensor(&mut w, "blk.0.attn_v.weight", KV_HEADS * hd, D);
-    tensor(&mut w, "blk.0.attn_output.weight", D, D);
-    tensor(&mut w, "blk.0.ffn_norm.weight", 1, D);
-    tensor(&mut w, "blk.0.ffn_gate.weight", FFN, D);
-    tensor(&mut w, "blk.0.ffn_up.weight", FFN, D);
-    tensor(&mut w, "blk.0.ffn_down.weight", D, FFN);
-    tensor(&mut w, "output_norm.weight", 1, D);
-    w.write(path).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    shape.write(shape.writer(), path, |_| rng.random_range(-0.2..0.2));
 }
 
 #[test]

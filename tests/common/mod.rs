@@ -10,6 +10,8 @@
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
