@@ -53,7 +53,8 @@ fn llamacpp() -> Result<LlamaCpp, String> {
     if !out.status.success() {
         eprint!("{stderr}");
         let why = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Err(why.unwrap_or("scripts/llamacpp failed").trim().to_string());
+        let why = why.map(|l| l.trim().trim_start_matches("llamacpp: error: "));
+        return Err(why.unwrap_or("scripts/llamacpp failed").to_string());
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut paths = stdout.lines().map(PathBuf::from);
