@@ -42,10 +42,16 @@ test: setup-test
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
 
-# In-process engine and runtime figures, then a load over HTTP.
+# wgserve beside llama.cpp (CPU) in one run, one thing at a time: the engine
+# bench (its figures also to a summary file), then benches/compare.rs builds
+# llama.cpp once into a cache outside the repository (scripts/llamacpp), runs
+# llama-bench, the same HTTP load on both servers, and prints one table with
+# ratios, then wgserve's own figures. Without llama.cpp it says why.
+BENCH_SUMMARY := target/bench-engine.json
 bench: setup
-	$(CARGO) bench --bench engine
-	$(CARGO) bench --bench serve_load
+	@mkdir -p target
+	WGSERVE_BENCH_SUMMARY=$(CURDIR)/$(BENCH_SUMMARY) $(CARGO) bench --bench engine
+	WGSERVE_BENCH_SUMMARY=$(CURDIR)/$(BENCH_SUMMARY) $(CARGO) bench --bench compare
 
 # The chat page in headless Chromium against the release build.
 e2e: build

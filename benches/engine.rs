@@ -12,9 +12,13 @@
 //! - the process's peak host memory.
 //!
 //! Environment: `WGSERVE_BENCH_MODEL` (default: the default model),
-//! `WGSERVE_BENCH_REPEATS`, `WGSERVE_ADAPTER`.
+//! `WGSERVE_BENCH_REPEATS`, `WGSERVE_ADAPTER`, `WGSERVE_BENCH_SUMMARY` (a
+//! file to write the same figures to as JSON, for `compare.rs`, which puts
+//! them beside llama.cpp's).
 
 use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 use wgserve::engine::Engine;
 use wgserve::loader::{EngineConfig, DEFAULT_MODEL};
@@ -91,13 +95,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let adapter = std::env::var("WGSERVE_ADAPTER")
+    let device = std::env::var("WGSERVE_ADAPTER")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     let mut engine = Engine::new(&EngineConfig {
         model: model.clone().into(),
-        devices: vec![adapter],
+        devices: vec![device],
         max_num_seqs: 16,
         max_num_batched_tokens: 256,
         // Fresh prompts every run: measure compute, not the prefix cache.
@@ -127,7 +131,9 @@ fn main() {
         let (first, _, _) = run(&mut engine);
         prefill.push(128.0 / first);
     }
-    let mut rows = vec![("prefill, 128-token prompt".to_string(), median(prefill))];
+    let prefill = median(prefill);
+    let mut rows = vec![("prefill, 128-token prompt".to_string(), prefill)];
+    let mut decode = serde_json::Map::new();
     for batch in [1usize, 8, 16] {
         let mut tps = Vec::new();
         for _ in 0..repeats {
@@ -141,19 +147,40 @@ fn main() {
             let (_, decode_s, tokens) = run(&mut engine);
             tps.push(tokens as f64 / decode_s);
         }
-        rows.push((format!("decode, batch {batch:>2} (aggregate)"), median(tps)));
+        let tps = median(tps);
+        decode.insert(batch.to_string(), json!(tps));
+        rows.push((format!("decode, batch {batch:>2} (aggregate)"), tps));
     }
     println!("{:<34} {:>12}", "measure", "tokens/s");
     for (name, v) in rows {
         println!("{name:<34} {v:>12.2}");
     }
+    let adapter = engine.adapter().to_string();
     drop(engine);
-    runtime_load(&model);
-    println!("peak host memory: {:.0} MiB", peak_rss_mib());
+    let runtime = runtime_load(&model);
+    let peak = peak_rss_mib();
+    println!("peak host memory: {peak:.0} MiB");
+    if let Ok(path) = std::env::var("WGSERVE_BENCH_SUMMARY") {
+        let summary = json!({
+            "model": model,
+            "adapter": adapter,
+            "repeats": repeats,
+            "prefill_128_tps": prefill,
+            "decode_64_tps": decode,
+            "runtime": runtime,
+            "peak_host_mib": peak,
+        });
+        let text = serde_json::to_string_pretty(&summary).expect("plain JSON");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("cannot write WGSERVE_BENCH_SUMMARY={path}: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
-/// N concurrent requests through the actors, as a server would run them.
-fn runtime_load(model: &str) {
+/// N concurrent requests through the actors, as a server would run them;
+/// each level's figures, as printed.
+fn runtime_load(model: &str) -> Vec<Value> {
     use wgserve::actors::runtime::{Runtime, RuntimeOptions};
     use wgserve::backend::{Backend, Event, GenerateRequest, PromptInput};
 
@@ -167,6 +194,7 @@ fn runtime_load(model: &str) {
     let loaded = wgserve::loader::load(&cfg).expect("load the model");
     let vocab = loaded.spec.vocab_size as u32;
     actix_rt::System::new().block_on(async move {
+        let mut levels = Vec::new();
         let rt = Runtime::start(loaded, RuntimeOptions::default());
         println!();
         println!(
@@ -221,13 +249,14 @@ fn runtime_load(model: &str) {
                 itl.extend(stamps.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()));
             }
             let elapsed = t0.elapsed().max(Duration::from_millis(1)).as_secs_f64();
+            let (tps, ttft_s, itl_ms) =
+                (tokens as f64 / elapsed, median(ttft), median(itl) * 1000.0);
             println!(
-                "{:<28} {:>10.2} {:>14.2} {:>14.1}",
-                format!("N = {n}"),
-                tokens as f64 / elapsed,
-                median(ttft),
-                median(itl) * 1000.0
+                "{:<28} {tps:>10.2} {ttft_s:>14.2} {itl_ms:>14.1}",
+                format!("N = {n}")
             );
+            levels.push(json!({"n": n, "tps": tps, "ttft_s": ttft_s, "itl_ms": itl_ms}));
         }
-    });
+        levels
+    })
 }
