@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { it } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
@@ -27,4 +28,27 @@ export async function launch(profilePrefix) {
     rmSync(userDataDir, { recursive: true, force: true });
   };
   return { page, close };
+}
+
+/**
+ * Tests that run in order as one person's session: after a failed step the
+ * rest are skipped (each depends on the ones before), and `onFail(n)` keeps
+ * a record of the failure (a screenshot of step `n`).
+ */
+export function orderedSteps(timeoutMs, onFail) {
+  let count = 0;
+  let broken = null;
+  return (name, fn) => {
+    const n = ++count;
+    it(name, { timeout: timeoutMs }, async (t) => {
+      if (broken) { t.skip(`an earlier step failed: ${broken}`); return; }
+      try {
+        await fn();
+      } catch (e) {
+        broken = name;
+        await Promise.resolve().then(() => onFail(n)).catch(() => {});
+        throw e;
+      }
+    });
+  };
 }

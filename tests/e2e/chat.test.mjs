@@ -10,11 +10,11 @@
 // prompt and see the error, then ask again. After a failed step the rest are
 // skipped (they depend on it), and a screenshot of the failure is saved.
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch } from './browser.mjs';
+import { launch, orderedSteps } from './browser.mjs';
 
 const BASE = new URL(process.env.WGSERVE_URL || 'http://127.0.0.1:8080/').href;
 const SHOTS = process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots';
@@ -35,7 +35,6 @@ let page;
 const chatRequests = []; // bodies of POST v1/chat/completions, as sent by the page
 const pageErrors = []; // uncaught exceptions in the page
 const consoleErrors = [];
-let broken = null; // the step that failed; later steps skip
 
 const sel = {
   messages: '[data-testid="messages"] [data-testid="message"]',
@@ -44,20 +43,7 @@ const sel = {
 };
 
 /** One ordered step; on failure saves `failed-<n>.png` and skips the rest. */
-let stepNo = 0;
-function step(name, fn) {
-  const n = ++stepNo;
-  it(name, { timeout: STEP_MS }, async (t) => {
-    if (broken) { t.skip(`an earlier step failed: ${broken}`); return; }
-    try {
-      await fn();
-    } catch (e) {
-      broken = name;
-      await shot(`failed-${n}`).catch(() => {});
-      throw e;
-    }
-  });
-}
+const step = orderedSteps(STEP_MS, (n) => shot(`failed-${n}`));
 
 async function shot(name) {
   const path = join(SHOTS, `${name}.png`);

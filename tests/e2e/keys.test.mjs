@@ -9,12 +9,12 @@
 // right one unlocks the model, is sent as `Authorization: Bearer`, and is
 // remembered after a reload.
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch } from './browser.mjs';
+import { launch, orderedSteps } from './browser.mjs';
 
 const BIN = process.env.WGSERVE_BIN || 'target/debug/wgserve';
 const MODEL = process.env.WGSERVE_MODEL_FILE || 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -31,22 +31,8 @@ let closeBrowser;
 let page;
 const chatAuth = []; // Authorization header of each POST v1/chat/completions
 const pageErrors = [];
-let broken = null;
 
-let stepNo = 0;
-function step(name, fn) {
-  const n = ++stepNo;
-  it(name, { timeout: STEP_MS }, async (t) => {
-    if (broken) { t.skip(`an earlier step failed: ${broken}`); return; }
-    try {
-      await fn();
-    } catch (e) {
-      broken = name;
-      await page?.screenshot({ path: join(SHOTS, `keys-failed-${n}.png`), fullPage: true }).catch(() => {});
-      throw e;
-    }
-  });
-}
+const step = orderedSteps(STEP_MS, (n) => page?.screenshot({ path: join(SHOTS, `keys-failed-${n}.png`), fullPage: true }));
 
 /** Starts `wgserve serve --api-key` on a free port; resolves with its URL once ready. */
 function startServer() {
